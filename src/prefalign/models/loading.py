@@ -1,0 +1,219 @@
+"""Loading tokenizers, policies and reward models; LoRA; saving merged folders."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from prefalign.models._atomic import atomic_output_dir
+from prefalign.models.registry import resolve_model_path
+
+logger = logging.getLogger(__name__)
+
+NEW_PAD_TOKEN = "<|pad|>"
+_HEAD_PREFIXES = ("score.", "classifier.")
+
+
+@dataclass
+class LoraSettings:
+    """LoRA adapter settings (see ``peft.LoraConfig``)."""
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: str | list[str] = "all-linear"
+    """'all-linear' (every linear layer except the LM/classifier head) or a list of module names."""
+
+
+# ---- tokenizer --------------------------------------------------------------------------------
+def ensure_pad_token(tokenizer) -> bool:
+    """Give ``tokenizer`` a pad token, distinct from eos when possible. Returns True if a token was added.
+
+    * no pad token: use the unk token if it exists and differs from eos; otherwise add a new
+      special token ``<|pad|>`` (the model's embeddings must then grow; the ``load_*`` functions
+      do that);
+    * pad == eos: switch to unk when unk exists and differs from eos (so masking padding never
+      masks the eos a model must learn to emit), else keep it;
+    * any other pad token is kept.
+    """
+    pad, eos, unk = tokenizer.pad_token, tokenizer.eos_token, tokenizer.unk_token
+    unk_ok = unk is not None and unk != eos
+    if pad is not None and (pad != eos or not unk_ok):
+        return False
+    if unk_ok:
+        tokenizer.pad_token = unk
+        return False
+    tokenizer.add_special_tokens({"pad_token": NEW_PAD_TOKEN})
+    return True
+
+
+def load_tokenizer(name_or_path: str | os.PathLike, *, padding_side: str | None = None):
+    """Load the tokenizer of a built-in name, a local folder or a hub id, with a pad token guaranteed.
+
+    ``padding_side`` ('left' for generation, 'right' for training) overrides the saved default;
+    callers may also set ``tokenizer.padding_side`` themselves at any time.
+    """
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(name_or_path))
+    ensure_pad_token(tokenizer)
+    if padding_side is not None:
+        tokenizer.padding_side = padding_side
+    return tokenizer
+
+
+# ---- models -----------------------------------------------------------------------------------
+def _match_tokenizer(model, tokenizer) -> None:
+    """Grow embeddings for added tokens; put the tokenizer's pad id into config and generation config."""
+    embeddings = model.get_input_embeddings()
+    if embeddings is not None and len(tokenizer) > embeddings.num_embeddings:
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    generation_config = getattr(model, "generation_config", None)
+    if generation_config is not None:
+        generation_config.pad_token_id = tokenizer.pad_token_id
+
+
+def apply_lora(model, lora: LoraSettings, task_type: str):
+    """Wrap ``model`` in a peft LoRA model ('CAUSAL_LM' or 'SEQ_CLS'; the latter also trains the head)."""
+    from peft import LoraConfig, get_peft_model
+
+    targets = lora.target_modules
+    config = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=targets if isinstance(targets, str) else list(targets),
+        bias="none",
+        task_type=task_type,
+    )
+    return get_peft_model(model, config)
+
+
+def load_causal_lm(
+    name_or_path: str | os.PathLike, *, dtype: torch.dtype = torch.float32, lora: LoraSettings | None = None
+) -> tuple[Any, Any]:
+    """(model, tokenizer) for a causal LM; ``model.config.pad_token_id`` is the tokenizer's pad id.
+
+    With ``lora`` the model is a ``peft.PeftModel`` whose base weights are frozen; use
+    :func:`reference_logits_context` for reference log-probs and :func:`merge_and_save` to export.
+    Train/eval mode and dropout are left to the caller.
+    """
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model_path(name_or_path)
+    tokenizer = load_tokenizer(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    _match_tokenizer(model, tokenizer)
+    if lora is not None:
+        model = apply_lora(model, lora, "CAUSAL_LM")
+    return model, tokenizer
+
+
+def load_reward_model(
+    name_or_path: str | os.PathLike, *, dtype: torch.dtype = torch.float32, lora: LoraSettings | None = None
+) -> tuple[Any, Any]:
+    """(model, tokenizer) for a scalar reward model: ``AutoModelForSequenceClassification``, num_labels=1.
+
+    A backbone without a trained 1-output head (a causal LM such as SmolLM2, or the MiniLM
+    encoder) gets a freshly initialised ``score``/``classifier`` head. That is expected for a new
+    reward model, so transformers' "newly initialized" report is silenced and logged at INFO level
+    instead; other missing weights are still reported as a warning. Decoder backbones score the
+    last non-pad token, which is why ``config.pad_token_id`` is always set. With ``lora`` the head
+    is trained in full alongside the adapters (peft ``modules_to_save``).
+    """
+    from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    path = resolve_model_path(name_or_path)
+    tokenizer = load_tokenizer(path)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=1, dtype=dtype, pad_token_id=tokenizer.pad_token_id, output_loading_info=True
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    missing = sorted(info.get("missing_keys") or [])
+    head = [k for k in missing if k.startswith(_HEAD_PREFIXES)]
+    other = [k for k in missing if not k.startswith(_HEAD_PREFIXES)]
+    if head:
+        logger.info(
+            "%s: new reward head %s initialised randomly (expected before reward training)", path, head
+        )
+    if other:
+        logger.warning("%s: weights missing from the checkpoint and initialised randomly: %s", path, other)
+    _match_tokenizer(model, tokenizer)
+    if lora is not None:
+        model = apply_lora(model, lora, "SEQ_CLS")
+    return model, tokenizer
+
+
+# ---- peft helpers -----------------------------------------------------------------------------
+def _unwrap(model):
+    """Strip DDP/DataParallel and torch.compile wrappers."""
+    while True:
+        if isinstance(model, torch.nn.parallel.DistributedDataParallel | torch.nn.DataParallel):
+            model = model.module
+        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, torch.nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def is_peft_model(model) -> bool:
+    """True for a ``peft.PeftModel`` (also when wrapped in DDP or torch.compile)."""
+    try:
+        from peft import PeftModel
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(_unwrap(model), PeftModel)
+
+
+@contextlib.contextmanager
+def reference_logits_context(model) -> Iterator[Any]:
+    """Inside the block, a LoRA ``model`` behaves as its frozen base (adapters off), under no_grad.
+
+    This gives DPO its reference model without a second copy in memory. The adapters (and any
+    trained head) are re-enabled on exit, also on error. Yields the unwrapped peft model, but
+    calling the original (possibly DDP-wrapped) ``model`` inside the block works just as well.
+    Raises ``TypeError`` for a non-peft model: load a separate reference model instead.
+    """
+    inner = _unwrap(model)
+    if not is_peft_model(inner):
+        raise TypeError(
+            "reference_logits_context needs a peft (LoRA) model; for full fine-tuning load a separate "
+            "frozen reference model (e.g. a second load_causal_lm) and use it directly"
+        )
+    with inner.disable_adapter(), torch.no_grad():
+        yield inner
+
+
+def merge_and_save(model, tokenizer, out_dir: str | os.PathLike) -> Path:
+    """Write a plain HF folder (model + tokenizer) that ``from_pretrained`` loads; returns its path.
+
+    For a peft model the adapters are merged into a deep copy, so ``model`` keeps its adapters
+    and training can continue. The folder is written to a temp dir next to ``out_dir`` and
+    renamed into place, replacing an older ``out_dir`` only once the new one is complete.
+    """
+    model = _unwrap(model)
+    merged = copy.deepcopy(model).merge_and_unload() if is_peft_model(model) else model
+    merged.config.pad_token_id = tokenizer.pad_token_id
+    with atomic_output_dir(out_dir) as tmp:
+        merged.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    return Path(out_dir).expanduser().absolute()
+
+
+def count_parameters(model, *, trainable_only: bool = False) -> int:
+    """Number of parameters (shared/tied tensors counted once); only trainable ones if asked."""
+    return sum(p.numel() for p in _unwrap(model).parameters() if p.requires_grad or not trainable_only)
