@@ -1,0 +1,21 @@
+"""Losses: pure functions from tensors to ``(per_example_losses (B,), metrics)``, plus one reduction.
+
+No loss reduces its output or calls a model; the recipe computes log-probs / rewards, calls a
+loss, then reduces with :func:`reduce_loss` (or :func:`reduce_token_loss`) using the optimizer
+step's global item count.
+"""
+
+from prefalign.losses.preference import PREFERENCE_LOSSES, dpo_loss, ipo_loss, robust_dpo_loss
+from prefalign.losses.reduction import TOKEN_REDUCTION_MODES, reduce_loss, reduce_token_loss
+from prefalign.losses.reward import bradley_terry_loss
+
+__all__ = [
+    "PREFERENCE_LOSSES",
+    "TOKEN_REDUCTION_MODES",
+    "bradley_terry_loss",
+    "dpo_loss",
+    "ipo_loss",
+    "reduce_loss",
+    "reduce_token_loss",
+    "robust_dpo_loss",
+]
