@@ -1,0 +1,666 @@
+"""Preference and SFT data in TRL's formats: load, validate, save, split.
+
+Preference rows (``load_pairs``) follow TRL's preference formats:
+
+* standard text: ``{"prompt": str, "chosen": str, "rejected": str}``;
+* conversational: ``{"prompt": [messages], "chosen": [messages], "rejected": [messages]}`` where a
+  message is ``{"role": ..., "content": ...}``; the prompt holds the turns up to the last user turn
+  and chosen/rejected the assistant turn(s);
+* implicit prompt: ``{"chosen": ..., "rejected": ...}`` only, both full texts or conversations that
+  share a prefix; the shared prefix becomes the prompt (as TRL's ``extract_prompt`` does).
+
+An optional string ``subset`` column is kept (used to stratify :func:`split_pairs`); other columns
+are ignored.
+
+SFT rows (``load_sft_rows``) follow TRL's SFT formats: ``{"prompt", "completion"}`` (text or
+conversational), ``{"messages": [...]}`` (prompt = every message but the final assistant one,
+completion = that final assistant message) and ``{"text": ...}`` (prompt ``""``).
+
+Sources: ``.jsonl`` (``.json`` holding a list of rows is also read), ``.parquet``, ``.csv`` (cells
+holding a JSON list of messages are read as conversations), a folder written by
+``datasets.Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``, an in-memory ``datasets.Dataset``
+or ``DatasetDict``, a list of row dicts, or a built-in dataset name (``"hhh"``, ``"hhh:harmless"``...).
+
+Every rejected row raises a :class:`DataError` naming file, line and field; with
+``on_error="skip"`` the valid rows are kept, the rejected ones are collected on the returned list's
+``errors`` attribute, logged as a warning and (with ``report_path``) written to a JSONL report.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import random
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+logger = logging.getLogger("prefalign.feedback")
+
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+PAIR_FIELDS = ("prompt", "chosen", "rejected")
+_EXPECTED = "expected a non-empty string or a list of messages"
+
+OnError = Literal["raise", "skip"]
+Text = str | list[dict[str, Any]]
+
+
+# --------------------------------------------------------------------------------------------- types
+
+
+class DataError(ValueError):
+    """A data row failed validation. ``line`` is 1-based (JSONL/CSV: the line in the file where the row
+    starts; Parquet/datasets: row index + 1); ``field`` is the column, or ``"<json>"`` for a line that is
+    not JSON, ``"<row>"`` for a row that is not an object, ``"<file>"`` for a source with no rows."""
+
+    def __init__(self, file: str, line: int, field: str, message: str):
+        self.file = file
+        self.line = line
+        self.field = field
+        self.message = message
+        super().__init__(f"{file}, line {line}, field '{field}': {message}")
+
+    def __reduce__(self):  # keep pickling (multiprocessing, pytest-xdist) working
+        return (type(self), (self.file, self.line, self.field, self.message))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "line": self.line, "field": self.field, "message": self.message}
+
+
+class _FieldError(Exception):
+    """Internal: a validation failure on one field, before file/line are known."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    """One preference example in TRL's format (text, or conversational lists of messages)."""
+
+    prompt: Text
+    chosen: Text
+    rejected: Text
+    subset: str | None = None
+    source: str | None = None  # "file.jsonl:12"
+
+    @property
+    def is_conversational(self) -> bool:
+        return isinstance(self.prompt, list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The TRL row: ``prompt``/``chosen``/``rejected`` (plus ``subset`` when set)."""
+        row: dict[str, Any] = {"prompt": self.prompt, "chosen": self.chosen, "rejected": self.rejected}
+        if self.subset is not None:
+            row["subset"] = self.subset
+        return row
+
+
+@dataclass(frozen=True)
+class SFTRow:
+    """One SFT example in TRL's prompt-completion form (text, or conversational lists of messages)."""
+
+    prompt: Text
+    completion: Text
+    source: str | None = None
+
+    @property
+    def is_conversational(self) -> bool:
+        return isinstance(self.completion, list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"prompt": self.prompt, "completion": self.completion}
+
+
+class LoadedRows(list):
+    """A list of loaded rows; ``errors`` holds the :class:`DataError` of each row skipped."""
+
+    def __init__(self, rows: Iterable[Any] = (), errors: Iterable[DataError] = ()):
+        super().__init__(rows)
+        self.errors: list[DataError] = list(errors)
+
+
+# ------------------------------------------------------------------------------------ field checks
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, str) and not value:
+        return "an empty string"
+    if isinstance(value, list) and not value:
+        return "an empty list"
+    return type(value).__name__
+
+
+def _check_message(field: str, index: int, message: Any) -> dict[str, Any]:
+    if not isinstance(message, Mapping):
+        raise _FieldError(
+            field, f"message {index} must be an object with 'role' and 'content', got {_type_name(message)}"
+        )
+    # Parquet/datasets fill keys missing from some messages with None: drop those again.
+    msg = {str(k): v for k, v in message.items() if v is not None or k in ("role", "content")}
+    if "role" not in msg:
+        raise _FieldError(field, f"message {index} has no 'role'")
+    role = msg["role"]
+    if not isinstance(role, str) or role not in ROLES:
+        shown = repr(role) if isinstance(role, str) else _type_name(role)
+        raise _FieldError(
+            field, f"message {index} has role {shown}; expected one of {', '.join(sorted(ROLES))}"
+        )
+    if "content" not in msg:
+        raise _FieldError(field, f"message {index} has no 'content'")
+    content = msg["content"]
+    if isinstance(content, str):
+        if not content.strip():
+            raise _FieldError(field, f"message {index} has empty 'content'")
+    elif isinstance(content, list):  # multimodal content parts: [{"type": "text", "text": ...}, ...]
+        if not content or not all(isinstance(p, Mapping) and isinstance(p.get("type"), str) for p in content):
+            raise _FieldError(
+                field,
+                f"message {index} 'content' must be a non-empty string or a list of {{'type': ...}} parts",
+            )
+    else:
+        raise _FieldError(field, f"message {index} 'content' must be a string, got {_type_name(content)}")
+    return msg
+
+
+def _check_text(field: str, value: Any, *, allow_empty_list: bool = False) -> Text:
+    """A non-empty string, or a non-empty list of valid messages."""
+    if isinstance(value, str):
+        if not value.strip():
+            raise _FieldError(field, f"{_EXPECTED}, got an empty string")
+        return value
+    if isinstance(value, (list, tuple)) and not isinstance(value, str):
+        if not value and not allow_empty_list:
+            raise _FieldError(field, f"{_EXPECTED}, got an empty list")
+        return [_check_message(field, i, m) for i, m in enumerate(value)]
+    raise _FieldError(field, f"{_EXPECTED}, got {_type_name(value)}")
+
+
+def _require_assistant(field: str, messages: list[dict[str, Any]]) -> None:
+    if not any(m["role"] == "assistant" for m in messages):
+        raise _FieldError(field, "expected the assistant's reply, but no message has role 'assistant'")
+
+
+def _same_kind(field: str, value: Text, reference_field: str, reference: Text) -> None:
+    if isinstance(value, list) != isinstance(reference, list):
+        kind = "a list of messages" if isinstance(reference, list) else "a string"
+        raise _FieldError(
+            field, f"'{reference_field}' is {kind}, so '{field}' must be too, got {_type_name(value)}"
+        )
+
+
+def _common_prefix_len(a: Sequence[Any], b: Sequence[Any]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _split_implicit_prompt(chosen: Text, rejected: Text) -> tuple[Text, Text, Text]:
+    """TRL's implicit prompt: the shared prefix of chosen and rejected (whole messages, or characters)."""
+    n = _common_prefix_len(chosen, rejected)
+    if isinstance(chosen, str) and 0 < n < min(len(chosen), len(rejected)) and chosen[n - 1] == " ":
+        n -= 1  # as TRL: the separating space stays with the answers
+    if n == 0:
+        raise _FieldError(
+            "prompt", "missing, and 'chosen' and 'rejected' share no prefix to use as the implicit prompt"
+        )
+    prompt, chosen_rest, rejected_rest = chosen[:n], chosen[n:], rejected[n:]
+    for field, rest in (("chosen", chosen_rest), ("rejected", rejected_rest)):
+        if not rest or (isinstance(rest, str) and not rest.strip()):
+            raise _FieldError(field, "nothing is left after removing the prompt shared with the other answer")
+    return prompt, chosen_rest, rejected_rest
+
+
+def _row_mapping(row: Any) -> Mapping[str, Any]:
+    if not isinstance(row, Mapping):
+        raise _FieldError(
+            "<row>", f"expected an object with fields {', '.join(PAIR_FIELDS)}, got {_type_name(row)}"
+        )
+    return row
+
+
+def _subset_of(row: Mapping[str, Any]) -> str | None:
+    subset = row.get("subset")
+    if subset is None:
+        return None
+    if not isinstance(subset, str) or not subset.strip():
+        raise _FieldError("subset", f"expected a non-empty string or null, got {_type_name(subset)}")
+    return subset
+
+
+def parse_pair(row: Any, source: str | None = None) -> PreferencePair:
+    """Validate one preference row; raises ``_FieldError`` (wrapped into DataError by the loaders)."""
+    row = _row_mapping(row)
+    for field in ("chosen", "rejected"):
+        if field not in row or row[field] is None:
+            raise _FieldError(field, "missing")
+    chosen = _check_text("chosen", row["chosen"])
+    rejected = _check_text("rejected", row["rejected"])
+    _same_kind("rejected", rejected, "chosen", chosen)
+    if row.get("prompt") is None:
+        prompt, chosen, rejected = _split_implicit_prompt(chosen, rejected)
+    else:
+        prompt = _check_text("prompt", row["prompt"])
+        _same_kind("chosen", chosen, "prompt", prompt)
+        _same_kind("rejected", rejected, "prompt", prompt)
+    if isinstance(chosen, list):
+        _require_assistant("chosen", chosen)
+        _require_assistant("rejected", rejected)
+    if chosen == rejected:
+        raise _FieldError("rejected", "identical to 'chosen'; a preference pair needs two different answers")
+    return PreferencePair(
+        prompt=prompt, chosen=chosen, rejected=rejected, subset=_subset_of(row), source=source
+    )
+
+
+def parse_sft_row(row: Any, source: str | None = None) -> SFTRow:
+    """Validate one SFT row (prompt/completion, messages or text)."""
+    if not isinstance(row, Mapping):
+        raise _FieldError(
+            "<row>",
+            f"expected an object with 'prompt'+'completion', 'messages' or 'text', got {_type_name(row)}",
+        )
+    if row.get("messages") is not None:
+        messages = row["messages"]
+        if not isinstance(messages, (list, tuple)) or not messages:
+            raise _FieldError(
+                "messages", f"expected a non-empty list of messages, got {_type_name(messages)}"
+            )
+        checked = [_check_message("messages", i, m) for i, m in enumerate(messages)]
+        if checked[-1]["role"] != "assistant":
+            raise _FieldError(
+                "messages",
+                f"the last message must be the assistant's reply, got role {checked[-1]['role']!r}",
+            )
+        return SFTRow(prompt=checked[:-1], completion=checked[-1:], source=source)
+    if row.get("completion") is not None:
+        if row.get("prompt") is None:
+            raise _FieldError("prompt", "missing")
+        prompt = _check_text("prompt", row["prompt"])
+        completion = _check_text("completion", row["completion"])
+        _same_kind("completion", completion, "prompt", prompt)
+        if isinstance(completion, list):
+            _require_assistant("completion", completion)
+        return SFTRow(prompt=prompt, completion=completion, source=source)
+    if row.get("text") is not None:
+        text = row["text"]
+        if not isinstance(text, str) or not text.strip():
+            raise _FieldError("text", f"expected a non-empty string, got {_type_name(text)}")
+        return SFTRow(prompt="", completion=text, source=source)
+    if row.get("prompt") is not None:
+        raise _FieldError("completion", "missing")
+    raise _FieldError(
+        "<row>", "expected fields 'prompt'+'completion', 'messages' or 'text'; found none of them"
+    )
+
+
+# ------------------------------------------------------------------------------------------ readers
+
+# A reader yields (line, row) where row is the raw value, or a DataError for a line that could not be
+# read at all (bad JSON / encoding).
+RawRows = Iterator[tuple[int, Any]]
+
+
+def _read_jsonl(path: Path, label: str) -> RawRows:
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            if not raw.strip():
+                continue
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield (
+                    number,
+                    DataError(label, number, "<json>", f"not valid UTF-8 ({exc.reason} at byte {exc.start})"),
+                )
+                continue
+            try:
+                yield number, json.loads(text)
+            except (ValueError, RecursionError) as exc:
+                reason = exc.msg if isinstance(exc, json.JSONDecodeError) else type(exc).__name__
+                col = f" (column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
+                yield number, DataError(label, number, "<json>", f"not valid JSON: {reason}{col}")
+
+
+def _read_json(path: Path, label: str) -> RawRows:
+    """A ``.json`` file: a list of rows (line = index + 1), else read as JSON Lines."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (ValueError, RecursionError):
+        data = None
+    if isinstance(data, list):
+        yield from enumerate(data, start=1)
+    else:
+        yield from _read_jsonl(path, label)
+
+
+def _decode_cell(value: str) -> Any:
+    """CSV cells are strings; one holding a JSON list of messages is a conversation."""
+    stripped = value.strip()
+    if stripped.startswith("[") and stripped.endswith("]"):
+        try:
+            decoded = json.loads(stripped)
+        except ValueError:
+            return value
+        if (
+            isinstance(decoded, list)
+            and decoded
+            and all(isinstance(m, dict) and "role" in m for m in decoded)
+        ):
+            return decoded
+    return value
+
+
+def _read_csv(path: Path, label: str) -> RawRows:
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        reader = csv.DictReader(handle)
+        start = 2  # line 1 is the header
+        try:
+            for record in reader:
+                row = {
+                    k: _decode_cell(v) if isinstance(v, str) else v
+                    for k, v in record.items()
+                    if k is not None  # extra unnamed cells
+                }
+                yield start, row
+                start = reader.line_num + 1
+        except (csv.Error, UnicodeDecodeError) as exc:
+            yield start, DataError(label, start, "<csv>", f"not valid CSV: {exc}")
+
+
+def _read_parquet(path: Path, label: str) -> RawRows:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises ArrowInvalid, OSError...
+        yield 1, DataError(label, 1, "<file>", f"not a readable Parquet file: {exc}")
+        return
+    for batch in table.to_batches():
+        for row in batch.to_pylist():
+            yield None, row  # numbered by the caller
+
+
+def _is_dataset(obj: Any) -> bool:
+    datasets = sys.modules.get("datasets")
+    return datasets is not None and isinstance(obj, (datasets.Dataset, datasets.DatasetDict))
+
+
+def _pick_split(dataset_dict: Any, split: str | None, label: str) -> tuple[Any, str]:
+    names = list(dataset_dict.keys())
+    if split is None:
+        if len(names) != 1:
+            raise ValueError(f"{label} has splits {names}; pass split= to choose one")
+        split = names[0]
+    if split not in dataset_dict:
+        raise ValueError(f"{label} has no split {split!r}; it has {names}")
+    return dataset_dict[split], f"{label}[{split}]"
+
+
+def _rows_of_dataset(dataset: Any, split: str | None, label: str) -> tuple[RawRows, str]:
+    datasets = sys.modules["datasets"]
+    if isinstance(dataset, datasets.DatasetDict):
+        dataset, label = _pick_split(dataset, split, label)
+    return ((i + 1, row) for i, row in enumerate(dataset)), label
+
+
+def _is_saved_dataset(path: Path) -> bool:
+    return path.is_dir() and any((path / name).exists() for name in ("dataset_dict.json", "state.json"))
+
+
+def _open_source(source: Any, split: str | None) -> tuple[RawRows, str]:
+    """Rows of ``source`` and the label naming it in errors."""
+    if _is_dataset(source):
+        info = getattr(source, "info", None)  # a Dataset has .info; a DatasetDict has none
+        name = getattr(info, "dataset_name", None)
+        return _rows_of_dataset(source, split, f"<dataset {name}>" if name else "<dataset>")
+    if isinstance(source, (list, tuple)):
+        return enumerate(source, start=1), "<rows>"
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"expected a path, a datasets.Dataset or a list of rows, got {type(source).__name__}")
+    label = os.fspath(source)
+    path = Path(label).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"no such data file or folder: {label}")
+    if path.is_dir():
+        if not _is_saved_dataset(path):
+            raise ValueError(f"{label} is a folder but not one written by datasets' save_to_disk")
+        import datasets
+
+        return _rows_of_dataset(datasets.load_from_disk(str(path)), split, label)
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        rows = _read_parquet(path, label)
+        return ((i + 1, row) if n is None else (n, row) for i, (n, row) in enumerate(rows)), label
+    if suffix == ".csv":
+        return _read_csv(path, label), label
+    if suffix == ".json":
+        return _read_json(path, label), label
+    return _read_jsonl(path, label), label
+
+
+def _builtin(source: Any) -> tuple[str, str | None] | None:
+    """``("hhh", "harmless")`` for a built-in dataset name, unless a file of that name exists."""
+    if not isinstance(source, str) or os.path.exists(source):
+        return None
+    name, _, subset = source.partition(":")
+    if name == "hhh":
+        return name, subset or None
+    return None
+
+
+# ------------------------------------------------------------------------------------------ loading
+
+
+def _write_report(report_path: str | os.PathLike, errors: Sequence[DataError]) -> None:
+    text = "".join(json.dumps(e.to_dict(), ensure_ascii=False) + "\n" for e in errors)
+    _atomic_write_bytes(Path(report_path), text.encode("utf-8"))
+
+
+def _load(
+    source: Any,
+    parse: Any,
+    *,
+    split: str | None,
+    on_error: OnError,
+    report_path: str | os.PathLike | None,
+) -> LoadedRows:
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    rows, label = _open_source(source, split)
+    kept: list[Any] = []
+    errors: list[DataError] = []
+    seen = 0
+    for line, raw in rows:
+        seen += 1
+        if isinstance(raw, DataError):
+            error = raw
+        else:
+            try:
+                kept.append(parse(raw, f"{label}:{line}"))
+                continue
+            except _FieldError as exc:
+                error = DataError(label, line, exc.field, exc.message)
+        if on_error == "raise":
+            raise error
+        errors.append(error)
+    if report_path is not None:
+        _write_report(report_path, errors)
+    if seen == 0:
+        raise DataError(label, 1, "<file>", "no rows found")
+    if errors:
+        where = f"; details in {os.fspath(report_path)}" if report_path is not None else ""
+        logger.warning(
+            "skipped %d of %d rows of %s that failed validation%s", len(errors), seen, label, where
+        )
+        if not kept:
+            first = errors[0]
+            raise DataError(
+                first.file, first.line, first.field, f"all {seen} rows were rejected; first: {first.message}"
+            )
+    return LoadedRows(kept, errors)
+
+
+def load_pairs(
+    source: str | os.PathLike | Any,
+    *,
+    split: str | None = None,
+    on_error: OnError = "raise",
+    report_path: str | os.PathLike | None = None,
+) -> list[PreferencePair]:
+    """Load and validate preference pairs (see the module docstring for formats and sources).
+
+    ``split`` picks a split of a ``DatasetDict`` (needed when it has several). With
+    ``on_error="skip"`` invalid rows are skipped, logged, listed on the result's ``errors`` and written
+    to ``report_path`` (JSONL: file, line, field, message); with ``"raise"`` the first one raises
+    :class:`DataError`.
+    """
+    builtin = _builtin(source)
+    if builtin is not None:
+        from prefalign.feedback import hhh
+
+        path = hhh.ensure_hhh()
+        pairs = _load(path, parse_pair, split=split, on_error=on_error, report_path=report_path)
+        subset = builtin[1]
+        if subset is None:
+            return pairs
+        if subset not in hhh.SUBSETS:
+            raise ValueError(f"unknown hhh subset {subset!r}; choose one of {', '.join(hhh.SUBSETS)}")
+        return LoadedRows([p for p in pairs if p.subset == subset], pairs.errors)
+    return _load(source, parse_pair, split=split, on_error=on_error, report_path=report_path)
+
+
+def load_sft_rows(
+    source: str | os.PathLike | Any,
+    *,
+    split: str | None = None,
+    on_error: OnError = "raise",
+    report_path: str | os.PathLike | None = None,
+) -> list[SFTRow]:
+    """Load and validate SFT rows in TRL's formats; same sources and error handling as :func:`load_pairs`."""
+    return _load(source, parse_sft_row, split=split, on_error=on_error, report_path=report_path)
+
+
+# ------------------------------------------------------------------------------------------- saving
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; give the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _rows_for_saving(pairs: Sequence[PreferencePair]) -> list[dict[str, Any]]:
+    kinds = {p.is_conversational for p in pairs}
+    if len(kinds) > 1:
+        raise ValueError("cannot save a mix of text and conversational pairs in one file")
+    with_subset = any(p.subset is not None for p in pairs)
+    rows = []
+    for p in pairs:
+        row: dict[str, Any] = {"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected}
+        if with_subset:
+            row["subset"] = p.subset
+        rows.append(row)
+    return rows
+
+
+def save_pairs(pairs: Iterable[PreferencePair], path: str | os.PathLike) -> Path:
+    """Write pairs in TRL's format (columns prompt/chosen/rejected, plus subset when any pair has one).
+
+    The format follows the suffix: ``.parquet``, ``.csv`` (conversations as JSON cells) or JSON Lines
+    (anything else). The file is written to a temp file and renamed into place.
+    """
+    pairs = list(pairs)
+    rows = _rows_for_saving(pairs)
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = (
+            pa.Table.from_pylist(rows)
+            if rows
+            else pa.table({f: pa.array([], pa.string()) for f in PAIR_FIELDS})
+        )
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer)
+        _atomic_write_bytes(path, buffer.getvalue())
+    elif suffix == ".csv":
+        out = io.StringIO()
+        fields = list(rows[0]) if rows else list(PAIR_FIELDS)
+        writer = csv.DictWriter(out, fieldnames=fields)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(
+                {k: json.dumps(v, ensure_ascii=False) if isinstance(v, list) else v for k, v in row.items()}
+            )
+        _atomic_write_bytes(path, out.getvalue().encode("utf-8"))
+    else:
+        text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        _atomic_write_bytes(path, text.encode("utf-8"))
+    return path
+
+
+# ------------------------------------------------------------------------------------------ splitting
+
+
+def split_pairs(
+    pairs: Sequence[PreferencePair], *, eval_fraction: float, seed: int
+) -> tuple[list[PreferencePair], list[PreferencePair]]:
+    """Deterministic train/eval split, stratified by ``subset`` when the pairs have subsets.
+
+    The eval set has ``round(len(pairs) * eval_fraction)`` pairs (at least one, and leaving at least one
+    for training, when ``0 < eval_fraction`` and there are two or more pairs), shared out between the
+    subsets in proportion to their sizes (largest remainders). Both halves keep the input order. The
+    result depends only on the pairs' order, ``eval_fraction`` and ``seed``.
+    """
+    if not 0.0 <= eval_fraction < 1.0:
+        raise ValueError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
+    pairs = list(pairs)
+    total = len(pairs)
+    n_eval = round(total * eval_fraction)
+    if eval_fraction > 0 and total >= 2:
+        n_eval = min(max(n_eval, 1), total - 1)
+    groups: dict[str | None, list[int]] = {}
+    for index, pair in enumerate(pairs):
+        groups.setdefault(pair.subset, []).append(index)
+    # Largest-remainder allocation of n_eval across the subsets, ties broken by subset name.
+    keys = sorted(groups, key=lambda k: (k is not None, k or ""))
+    quotas = {k: n_eval * len(groups[k]) / total for k in keys} if total else {}
+    counts = {k: int(quotas[k]) for k in keys}
+    by_remainder = sorted(keys, key=lambda k: (-(quotas[k] - counts[k]), keys.index(k)))
+    for k in by_remainder[: n_eval - sum(counts.values())]:
+        counts[k] += 1
+    eval_indices: set[int] = set()
+    for k in keys:
+        members = list(groups[k])
+        random.Random(f"prefalign-split/{seed}/{k}").shuffle(members)
+        eval_indices.update(members[: counts[k]])
+    train = [p for i, p in enumerate(pairs) if i not in eval_indices]
+    held_out = [p for i, p in enumerate(pairs) if i in eval_indices]
+    return train, held_out
