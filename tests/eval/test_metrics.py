@@ -1,0 +1,127 @@
+"""prefalign.eval: judges, distinct-n, KL estimate, reward scores and the HTML report."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from prefalign.eval import (
+    completion_logps,
+    distinct_n,
+    kl_to_reference,
+    mean,
+    strong_rate,
+    text_metrics,
+    textblob_polarity,
+    vader_compound,
+    words,
+)
+from prefalign.eval.report import bars_png, histogram_png, render_report
+from prefalign.models import LoraSettings, load_causal_lm
+
+
+@dataclass
+class _Sample:
+    prompt_ids: list[int]
+    completion_ids: list[int]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PREFALIGN_CACHE", str(tmp_path_factory.mktemp("cache")))
+    yield
+    mp.undo()
+
+
+def test_judges_agree_on_clear_sentiment() -> None:
+    texts = ["A wonderful, brilliant and moving film. I loved it!", "A dull, terrible and boring mess."]
+    gold, judge2 = vader_compound(texts), textblob_polarity(texts)
+    assert gold[0] > 0.8 and gold[1] < -0.5
+    assert judge2[0] > 0 > judge2[1]
+    assert all(-1 <= v <= 1 for v in gold + judge2)
+
+
+def test_strong_rate_and_mean() -> None:
+    assert strong_rate([0.9, 0.8, 0.1, -1.0]) == 0.5
+    assert strong_rate([0.5], threshold=0.4) == 1.0
+    assert math.isnan(strong_rate([])) and math.isnan(mean([]))
+    assert mean([1.0, 2.0]) == 1.5
+
+
+def test_distinct_n_pools_over_samples() -> None:
+    # bigrams: (a b) (b c) (c a) (a b) | (a b) -> 3 unique of 5
+    assert distinct_n(["a b c a b", "a b"], 2) == pytest.approx(3 / 5)
+    assert distinct_n([[1, 2, 3], [1, 2]], 2) == pytest.approx(2 / 3)
+    assert distinct_n(["a a a a"], 1) == pytest.approx(1 / 4)
+    assert distinct_n(["single"], 2) == 0.0
+    assert words("It's GREAT, really.") == ["it's", "great", ",", "really", "."]
+
+
+def test_text_metrics_keys() -> None:
+    m = text_metrics(["Great movie!", "Bad movie."], lengths=[4, 6])
+    assert set(m) == {"gold_mean", "gold_strong_rate", "judge2_mean", "distinct2", "mean_length"}
+    assert m["mean_length"] == 5.0
+
+
+def test_completion_logps_matches_manual(cache) -> None:
+    model, _ = load_causal_lm("tiny-causal-lm")
+    rows = [([2, 10, 11], [12, 13, 3]), ([2, 10], [14])]
+    got = completion_logps(model, rows, pad_id=0, batch_size=1)
+    for (p, c), value in zip(rows, got, strict=True):
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([p + c])).logits
+        logps = torch.log_softmax(logits[0, :-1].float(), -1)
+        want = sum(logps[len(p) - 1 + i, tok] for i, tok in enumerate(c))
+        assert float(value) == pytest.approx(float(want), abs=1e-4)
+    batched = completion_logps(model, rows, pad_id=0, batch_size=2)
+    assert torch.allclose(batched, got, atol=1e-4)
+
+
+def test_kl_is_zero_against_itself_and_positive_after_change(cache) -> None:
+    model, _ = load_causal_lm("tiny-causal-lm")
+    samples = [_Sample([2, 10, 11], [12, 13, 3]), _Sample([2, 10], [14, 15])]
+    same = kl_to_reference(model, samples, reference=model)
+    assert same["kl"] == pytest.approx(0.0, abs=1e-6)
+    lora, _ = load_causal_lm("tiny-causal-lm", lora=LoraSettings(r=4))
+    assert kl_to_reference(lora, samples)["kl"] == pytest.approx(0.0, abs=1e-6)  # LoRA B starts at 0
+    with torch.no_grad():
+        for name, p in lora.named_parameters():
+            if "lora_B" in name:
+                p.add_(0.5)
+    # Samples drawn from the changed policy: the k1 estimate should be clearly positive on average.
+    from prefalign.rollout import generate
+
+    _, tokenizer = load_causal_lm("tiny-causal-lm")
+    drawn = generate(lora, tokenizer, ["Hello", "Tell me a joke"], n=8, max_new_tokens=8, seed=0)
+    result = kl_to_reference(lora, drawn)
+    assert result["kl"] > 0 and result["kl_stderr"] > 0 and math.isfinite(result["kl_per_token"])
+
+
+def test_report_escapes_text_and_embeds_png() -> None:
+    before = {"gold_mean": 0.3, "gold_strong_rate": 0.2, "judge2_mean": 0.1, "distinct2": 0.5}
+    after = {"gold_mean": 0.6, "gold_strong_rate": 0.5, "judge2_mean": 0.3, "distinct2": 0.45}
+    page = render_report(
+        title="t <demo>",
+        summary={"before": before, "after": after, "kl": 1.0, "raters": [{"id": "<x>"}]},
+        plots=[
+            ("hist", histogram_png([0.1, 0.9], [0.8, 0.95], title="h", xlabel="x")),
+            ("bars", bars_png(before, after, list(before), title="b")),
+        ],
+        examples=[
+            {
+                "prompt": "Review <b>X</b>",
+                "before": "<script>alert(1)</script>",
+                "after": "Great & fun",
+                "before_score": 0.1,
+                "after_score": 0.9,
+            }
+        ],
+    )
+    assert "<script>" not in page and "&lt;script&gt;" in page
+    assert "Great &amp; fun" in page and "t &lt;demo&gt;" in page
+    assert page.count("data:image/png;base64,") == 2
+    assert "+0.300" in page
