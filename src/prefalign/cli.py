@@ -13,7 +13,11 @@ from collections.abc import Callable
 # command -> (recipe module, config class name, one-line help)
 RECIPES: dict[str, tuple[str, str, str]] = {
     "sft": ("prefalign.recipes.sft", "SFTConfig", "supervised fine-tuning on prompt/completion rows"),
-    "reward": ("prefalign.recipes.reward", "RewardConfig", "train a Bradley-Terry reward model on preference pairs"),
+    "reward": (
+        "prefalign.recipes.reward",
+        "RewardConfig",
+        "train a Bradley-Terry reward model on preference pairs",
+    ),
     "dpo": ("prefalign.recipes.dpo", "DPOConfig", "align a policy with DPO / IPO / cDPO on preference pairs"),
 }
 
@@ -70,17 +74,25 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--config", help="YAML config (a flat config, or one with a section per command)")
         p.add_argument("--output-dir", help="run folder: config.yaml, metrics.jsonl, checkpoints/, final/")
-        p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the run folder")
+        p.add_argument(
+            "--resume", action="store_true", help="continue from the latest checkpoint in the run folder"
+        )
         p.add_argument("--overwrite", action="store_true", help="replace an earlier run in the run folder")
-        p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.learning_rate=1e-4")
+        p.add_argument(
+            "overrides", nargs="*", help="dotted key=value overrides, e.g. train.learning_rate=1e-4"
+        )
         p.set_defaults(handler=_recipe_command(name))
-    demo = sub.add_parser("demo", help="end-to-end positive-sentiment steering of SmolLM2 with simulated raters")
+    demo = sub.add_parser(
+        "demo", help="end-to-end positive-sentiment steering of SmolLM2 with simulated raters"
+    )
     demo.add_argument("--output-dir", default="runs/demo", help="where summary.json and report.html go")
     demo.add_argument("--quick", action="store_true", help="a smaller run (about 3 minutes) for smoke tests")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(handler=_demo)
     models = sub.add_parser("models", help="list built-in models, or prepare (convert and cache) one")
-    models.add_argument("--prepare", metavar="NAME", help="convert/cache a built-in model and print its folder")
+    models.add_argument(
+        "--prepare", metavar="NAME", help="convert/cache a built-in model and print its folder"
+    )
     models.set_defaults(handler=_models)
     return parser
 

@@ -27,7 +27,14 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from safetensors.torch import load_file, save_file
 
 from prefalign.config import save_config
@@ -70,14 +77,18 @@ class Run:
         self._started = time.time()
 
     @classmethod
-    def open(cls, output_dir: str | Path, config: Any, *, resume: bool = False, overwrite: bool = False) -> Run:
+    def open(
+        cls, output_dir: str | Path, config: Any, *, resume: bool = False, overwrite: bool = False
+    ) -> Run:
         """Prepare ``output_dir`` and write ``config.yaml``.
 
         An earlier run in the folder is kept safe: without ``resume`` or ``overwrite`` this refuses
         to start rather than silently clobbering trained weights.
         """
         out = Path(output_dir)
-        has_run = (out / "metrics.jsonl").exists() or (out / "checkpoints").exists() or (out / "final").exists()
+        has_run = (
+            (out / "metrics.jsonl").exists() or (out / "checkpoints").exists() or (out / "final").exists()
+        )
         if has_run and not (resume or overwrite):
             raise RunDirError(
                 f"{out} already holds a run; pass --resume to continue it or --overwrite to start over"
@@ -138,7 +149,9 @@ class Run:
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()
-        trainable = {n: p.detach().contiguous().clone() for n, p in model.named_parameters() if p.requires_grad}
+        trainable = {
+            n: p.detach().contiguous().clone() for n, p in model.named_parameters() if p.requires_grad
+        }
         save_file(trainable, str(tmp / "trainable.safetensors"))
         torch.save(
             {

@@ -55,7 +55,10 @@ def test_dpo_first_loss_is_ln2_and_parameters_change(tmp_path: Path) -> None:
 
 def test_dpo_with_lora_starts_at_ln2_and_saves_merged_model(tmp_path: Path) -> None:
     out = tmp_path / "dpo-lora"
-    assert _run("dpo", out, "model.lora=true", "model.lora_r=4", "train.max_steps=2", "train.learning_rate=1e-2") == 0
+    assert (
+        _run("dpo", out, "model.lora=true", "model.lora_r=4", "train.max_steps=2", "train.learning_rate=1e-2")
+        == 0
+    )
     rows = _metrics(out)
     assert rows[0]["loss"] == pytest.approx(math.log(2), abs=1e-5)
     merged = AutoModelForCausalLM.from_pretrained(out / "final")
@@ -96,9 +99,13 @@ def test_existing_run_is_not_clobbered(tmp_path: Path, capsys: pytest.CaptureFix
     assert "--resume" in capsys.readouterr().err
 
 
-def test_bad_row_is_reported_with_file_line_and_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_row_is_reported_with_file_line_and_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "pairs.jsonl"
-    bad.write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n{"prompt": "p", "chosen": 3, "rejected": "b"}\n')
+    bad.write_text(
+        '{"prompt": "p", "chosen": "a", "rejected": "b"}\n{"prompt": "p", "chosen": 3, "rejected": "b"}\n'
+    )
     code = _run("dpo", tmp_path / "out", f"data.train={bad}", "data.eval_fraction=0")
     assert code == 2
     err = capsys.readouterr().err

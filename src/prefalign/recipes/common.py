@@ -35,7 +35,9 @@ def render_completion(tokenizer: PreTrainedTokenizerBase, prompt: Text, completi
     prompt (this picks up the template's own end-of-turn token); plain text gets the EOS token.
     """
     if isinstance(completion, list):
-        messages = (prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]) + completion
+        messages = (
+            prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+        ) + completion
         full = tokenizer.apply_chat_template(messages, tokenize=False)
         head = render_prompt(tokenizer, prompt if isinstance(prompt, list) else messages[:1])
         if full.startswith(head):
@@ -70,7 +72,9 @@ def tokenize_prompt_completion(
     return prompt_ids, completion_ids[:room]
 
 
-def tokenize_pair(tokenizer: PreTrainedTokenizerBase, pair: PreferencePair, data: DataConfig) -> TokenizedPair:
+def tokenize_pair(
+    tokenizer: PreTrainedTokenizerBase, pair: PreferencePair, data: DataConfig
+) -> TokenizedPair:
     prompt_ids, chosen = tokenize_prompt_completion(tokenizer, pair.prompt, pair.chosen, data)
     _, rejected = tokenize_prompt_completion(tokenizer, pair.prompt, pair.rejected, data)
     return TokenizedPair(prompt_ids, chosen, rejected)
@@ -111,7 +115,9 @@ def load_pair_splits(
     """Training and held-out pairs as the config asks (separate file, or a seeded split)."""
     report = str(report_dir / "rejected_rows.jsonl") if report_dir is not None else None
     if not data.train:
-        raise ValueError("data.train is empty: name a JSONL/Parquet/CSV file or a built-in dataset such as 'hhh'")
+        raise ValueError(
+            "data.train is empty: name a JSONL/Parquet/CSV file or a built-in dataset such as 'hhh'"
+        )
     train = load_pairs(data.train, on_error=data.on_error, report_path=report)
     if data.eval:
         return train, load_pairs(data.eval, on_error=data.on_error, report_path=report)
@@ -166,7 +172,9 @@ def lora_settings(model: ModelConfig) -> LoraSettings | None:
     targets: str | list[str] = model.lora_target_modules
     if targets != "all-linear":
         targets = [t.strip() for t in targets.split(",") if t.strip()]
-    return LoraSettings(r=model.lora_r, alpha=model.lora_alpha, dropout=model.lora_dropout, target_modules=targets)
+    return LoraSettings(
+        r=model.lora_r, alpha=model.lora_alpha, dropout=model.lora_dropout, target_modules=targets
+    )
 
 
 def disable_dropout(model: torch.nn.Module) -> None:
@@ -188,7 +196,9 @@ def build_optimizer(
         raise ValueError("the model has no trainable parameters")
     optimizer = torch.optim.AdamW(params, lr=train.learning_rate, weight_decay=train.weight_decay)
     if train.lr_scheduler not in ("constant", "linear", "cosine"):
-        raise ValueError(f"train.lr_scheduler: expected constant, linear or cosine, got {train.lr_scheduler!r}")
+        raise ValueError(
+            f"train.lr_scheduler: expected constant, linear or cosine, got {train.lr_scheduler!r}"
+        )
     name = "constant_with_warmup" if train.lr_scheduler == "constant" else train.lr_scheduler
     scheduler = get_scheduler(
         name, optimizer=optimizer, num_warmup_steps=train.warmup_steps, num_training_steps=total_steps
@@ -197,7 +207,11 @@ def build_optimizer(
 
 
 def clip_and_step(
-    model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, accelerator: Accelerator, max_norm: float
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    accelerator: Accelerator,
+    max_norm: float,
 ) -> float:
     """Clip (when asked), step optimizer and schedule, clear gradients; returns the pre-clip grad norm."""
     params = [p for p in model.parameters() if p.requires_grad]

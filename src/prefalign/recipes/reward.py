@@ -71,8 +71,12 @@ def encode_texts(
         tokenizer.truncation_side = "left"  # keep the end of the prompt, next to the answer
         try:
             enc = tokenizer(
-                prompt_texts, completion_texts, truncation="longest_first", max_length=max_length,
-                padding=True, return_tensors="pt",
+                prompt_texts,
+                completion_texts,
+                truncation="longest_first",
+                max_length=max_length,
+                padding=True,
+                return_tensors="pt",
             )
         finally:
             tokenizer.truncation_side = side
@@ -103,14 +107,19 @@ def score_texts(
     out = []
     for start in range(0, len(prompts), batch_size):
         batch = encode_texts(
-            tokenizer, prompts[start : start + batch_size], completions[start : start + batch_size], max_length
+            tokenizer,
+            prompts[start : start + batch_size],
+            completions[start : start + batch_size],
+            max_length,
         )
         out.append(score(model, batch))
     model.train(was_training)
     return torch.cat(out) if out else torch.zeros(0)
 
 
-def pair_batch(tokenizer: PreTrainedTokenizerBase, pairs: list[PreferencePair], max_length: int) -> dict[str, Any]:
+def pair_batch(
+    tokenizer: PreTrainedTokenizerBase, pairs: list[PreferencePair], max_length: int
+) -> dict[str, Any]:
     """Chosen rows then rejected rows, (2B, T)."""
     prompts = [p.prompt for p in pairs] * 2
     completions = [p.chosen for p in pairs] + [p.rejected for p in pairs]
@@ -118,17 +127,33 @@ def pair_batch(tokenizer: PreTrainedTokenizerBase, pairs: list[PreferencePair], 
 
 
 def evaluate_pairs(
-    model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, pairs: list[PreferencePair], *, max_length: int,
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    pairs: list[PreferencePair],
+    *,
+    max_length: int,
     batch_size: int = 32,
 ) -> dict[str, Any]:
     """RewardBench-style accuracy (share of pairs with r_chosen > r_rejected), overall and per subset,
     beside the longer-answer baseline (share of pairs whose chosen answer is longer)."""
     if not pairs:
         return {}
-    chosen = score_texts(model, tokenizer, [p.prompt for p in pairs], [p.chosen for p in pairs],
-                         batch_size=batch_size, max_length=max_length)
-    rejected = score_texts(model, tokenizer, [p.prompt for p in pairs], [p.rejected for p in pairs],
-                           batch_size=batch_size, max_length=max_length)
+    chosen = score_texts(
+        model,
+        tokenizer,
+        [p.prompt for p in pairs],
+        [p.chosen for p in pairs],
+        batch_size=batch_size,
+        max_length=max_length,
+    )
+    rejected = score_texts(
+        model,
+        tokenizer,
+        [p.prompt for p in pairs],
+        [p.rejected for p in pairs],
+        batch_size=batch_size,
+        max_length=max_length,
+    )
     correct = (chosen > rejected).float()
 
     def length(text: Text) -> int:
@@ -170,7 +195,9 @@ def train(cfg: RewardConfig) -> RunResult:
         scale = loss_scale(len(indices), accelerator)
         parts = []
         for micro in micro_batches(indices, cfg.train.micro_batch_size, accelerator):
-            rewards = score(model, pair_batch(tokenizer, [train_pairs[i] for i in micro], cfg.data.max_length))
+            rewards = score(
+                model, pair_batch(tokenizer, [train_pairs[i] for i in micro], cfg.data.max_length)
+            )
             half = len(micro)
             losses, metrics = bradley_terry_loss(rewards[:half], rewards[half:], center_coef=cfg.center_coef)
             accelerator.backward(losses.sum() * scale)
@@ -191,7 +218,10 @@ def train(cfg: RewardConfig) -> RunResult:
         run.save_checkpoint(len(plan), unwrapped, optimizer, scheduler)
     eval_metrics = evaluate_pairs(unwrapped, tokenizer, eval_pairs, max_length=cfg.data.max_length)
     if eval_metrics:
-        eval_metrics["split"] = {"eval": cfg.data.eval or f"{cfg.data.eval_fraction} of train", "seed": cfg.train.seed}
+        eval_metrics["split"] = {
+            "eval": cfg.data.eval or f"{cfg.data.eval_fraction} of train",
+            "seed": cfg.train.seed,
+        }
         run.write_json("eval.json", eval_metrics)
     final_dir = run.output_dir / "final"
     merge_and_save(unwrapped, tokenizer, final_dir)

@@ -46,7 +46,9 @@ class SFTConfig:
     """Replace an earlier run in output_dir instead of refusing to start."""
 
 
-def completion_nll(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def completion_nll(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token NLL (B, T-1) and its mask (B, T-1) over completion tokens."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     logits, labels, mask = shift_for_causal_lm(logits, batch["input_ids"], batch["loss_mask"])
@@ -63,12 +65,18 @@ def train(cfg: SFTConfig) -> RunResult:
     model, tokenizer = load_causal_lm(cfg.model.name, lora=lora_settings(cfg.model))
     disable_dropout(model)
     if not cfg.data.train:
-        raise ValueError("data.train is empty: name a JSONL/Parquet/CSV file of prompt/completion or messages rows")
+        raise ValueError(
+            "data.train is empty: name a JSONL/Parquet/CSV file of prompt/completion or messages rows"
+        )
     report = str(run.output_dir / "rejected_rows.jsonl")
     rows = load_sft_rows(cfg.data.train, on_error=cfg.data.on_error, report_path=report)
-    eval_rows = load_sft_rows(cfg.data.eval, on_error=cfg.data.on_error, report_path=report) if cfg.data.eval else []
+    eval_rows = (
+        load_sft_rows(cfg.data.eval, on_error=cfg.data.on_error, report_path=report) if cfg.data.eval else []
+    )
     encoded = [tokenize_prompt_completion(tokenizer, r.prompt, r.completion, cfg.data) for r in rows]
-    eval_encoded = [tokenize_prompt_completion(tokenizer, r.prompt, r.completion, cfg.data) for r in eval_rows]
+    eval_encoded = [
+        tokenize_prompt_completion(tokenizer, r.prompt, r.completion, cfg.data) for r in eval_rows
+    ]
     pad_id = tokenizer.pad_token_id
     plan = step_plan(len(encoded), cfg.train)
     optimizer, scheduler = build_optimizer(model, cfg.train, len(plan))
@@ -118,7 +126,9 @@ def train(cfg: SFTConfig) -> RunResult:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, encoded: list[tuple[list[int], list[int]]], pad_id: int, batch_size: int) -> float:
+def evaluate(
+    model: torch.nn.Module, encoded: list[tuple[list[int], list[int]]], pad_id: int, batch_size: int
+) -> float:
     """Token-mean NLL over held-out completions."""
     was_training = model.training
     model.eval()
