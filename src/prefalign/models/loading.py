@@ -6,6 +6,7 @@ import contextlib
 import copy
 import logging
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,7 +96,11 @@ def apply_lora(model, lora: LoraSettings, task_type: str):
         bias="none",
         task_type=task_type,
     )
-    return get_peft_model(model, config)
+    with warnings.catch_warnings():
+        # peft 0.21 still calls transformers' deprecated ``is_gradient_checkpointing``; the
+        # FutureWarning is theirs to fix and only clutters every LoRA run's output.
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(model, config)
 
 
 def load_causal_lm(

@@ -68,9 +68,21 @@ class DPOConfig:
 
 
 def pair_logps(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed completion log-probs of a ``collate_pairs`` batch: (chosen (B,), rejected (B,))."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    logits, labels, mask = shift_for_causal_lm(logits, batch["input_ids"], batch["loss_mask"])
+    """Summed completion log-probs of a ``collate_pairs`` batch: (chosen (B,), rejected (B,)).
+
+    Only the positions from the earliest completion token on go through the LM head
+    (``logits_to_keep``): the prompt's logits are never used, and on a small model with a large
+    vocabulary the head and its log-softmax are a large share of the step.
+    """
+    input_ids, loss_mask = batch["input_ids"], batch["loss_mask"]
+    length = input_ids.shape[1]
+    has_completion = loss_mask.any(dim=1)
+    first = int(loss_mask.float().argmax(dim=1)[has_completion].min()) if has_completion.any() else 1
+    # Logits at position t score token t + 1, so the first scored completion token needs t = first - 1.
+    keep = length - max(first - 1, 0)
+    logits = model(input_ids=input_ids, attention_mask=batch["attention_mask"], logits_to_keep=keep).logits
+    offset = length - logits.shape[1]  # 0 when the model ignores logits_to_keep
+    logits, labels, mask = shift_for_causal_lm(logits, input_ids[:, offset:], loss_mask[:, offset:])
     logps, _ = sequence_logps(logits.float(), labels, mask)
     half = logps.shape[0] // 2
     return logps[:half], logps[half:]
@@ -158,6 +170,7 @@ def train(cfg: DPOConfig, *, loss_fn: Callable[..., Any] | None = None) -> RunRe
         console.print(f"scoring {len(train_rows) + len(eval_rows)} pairs under the reference model")
         train_ref = reference_pair_logps(policy, reference, train_rows, pad_id, ref_batch)
         eval_ref = reference_pair_logps(policy, reference, eval_rows, pad_id, ref_batch)
+        reference = None  # every reference log-prob is in hand: free the frozen copy's memory
     start = run.restore(policy, optimizer, scheduler)
 
     # ---- loop --------------------------------------------------------------------------------
