@@ -431,3 +431,61 @@ def test_matches_trl_extract_prompt_and_is_conversational():
         assert data_utils.is_conversational(row) == pair.is_conversational
     for pair in load_pairs(FIXTURES / "pairs_chat.jsonl"):
         assert data_utils.is_conversational(pair.to_dict())
+
+
+# ------------------------------------------------------------------------------------------ margin
+
+
+def test_margin_column_is_read_as_a_float(tmp_path):
+    rows = [{**GOOD, "margin": 2}, {**GOOD, "margin": None}, GOOD, {**GOOD, "margin": "0.25"}]
+    pairs = load_pairs(write_jsonl(tmp_path / "m.jsonl", rows))
+    assert [p.margin for p in pairs] == [2.0, None, None, 0.25]  # "0.25": CSV cells are strings
+    assert isinstance(pairs[0].margin, float)
+    assert pairs[0].to_dict() == {**GOOD, "margin": 2.0}
+    assert "margin" not in pairs[1].to_dict()
+
+
+@pytest.mark.parametrize(
+    ("margin", "fragment"),
+    [
+        pytest.param("big", "got 'big'", id="word"),
+        pytest.param(float("nan"), "got nan", id="nan"),
+        pytest.param("inf", "got inf", id="inf-string"),
+        pytest.param(True, "got bool", id="bool"),
+        pytest.param([1], "got list", id="list"),
+        pytest.param(10**400, "too large", id="huge-int"),
+    ],
+)
+def test_bad_margin_names_the_field(margin, fragment):
+    with pytest.raises(DataError) as info:
+        load_pairs([GOOD, {**GOOD, "margin": margin}])
+    assert (info.value.line, info.value.field) == (2, "margin")
+    assert fragment in info.value.message
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet", ".csv"])
+def test_margin_round_trip_with_some_margins_missing(tmp_path, suffix):
+    pairs = [
+        PreferencePair(prompt="q1", chosen="good", rejected="bad", margin=0.5),
+        PreferencePair(prompt="q2", chosen="good", rejected="bad"),
+        PreferencePair(prompt="q3", chosen="good", rejected="bad", margin=3.0),
+    ]
+    again = load_pairs(save_pairs(pairs, tmp_path / f"m{suffix}"))
+    assert [p.margin for p in again] == [0.5, None, 3.0]
+
+
+def test_saved_margin_column_only_when_a_pair_has_one(tmp_path):
+    with_margin = [PreferencePair(prompt="q", chosen="a", rejected="b", margin=1.0)]
+    out = save_pairs(with_margin, tmp_path / "m.jsonl")
+    assert json.loads(out.read_text()) == {"prompt": "q", "chosen": "a", "rejected": "b", "margin": 1.0}
+    out = save_pairs([PreferencePair(prompt="q", chosen="a", rejected="b")], tmp_path / "n.jsonl")
+    assert "margin" not in json.loads(out.read_text())
+
+
+def test_csv_round_trip_with_some_subsets_missing(tmp_path):
+    pairs = [
+        PreferencePair(prompt="q1", chosen="good", rejected="bad", subset="harmless"),
+        PreferencePair(prompt="q2", chosen="good", rejected="bad"),
+    ]
+    again = load_pairs(save_pairs(pairs, tmp_path / "s.csv"))
+    assert [p.subset for p in again] == ["harmless", None]

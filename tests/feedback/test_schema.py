@@ -102,6 +102,8 @@ def test_bad_rating_rows_name_line_and_field(tmp_path: Path, change: dict, field
         ({**BASE, "kind": "ranking", "responses": ["a", "a"], "ranks": [1, 2]}, "responses"),
         ({**BASE, "kind": "comparison", "a": "x", "b": "y", "winner": "left"}, "winner"),
         ({**BASE, "kind": "comparison", "a": "x", "b": "y", "winner": "a", "strength": -1}, "strength"),
+        ({**BASE, "kind": "comparison", "a": "x", "b": "y", "winner": "a", "strength": 10**400}, "strength"),
+        ({**BASE, "kind": "rating", "response": "x", "value": -(10**400)}, "value"),
         ({**BASE, "kind": "comparison", "a": "x", "winner": "a"}, "b"),
         ({**BASE, "kind": "edit", "original": "x"}, "edited"),
         ({**BASE, "kind": "demonstration", "response": [{"role": "bot", "content": "x"}]}, "response"),

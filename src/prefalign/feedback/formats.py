@@ -9,7 +9,9 @@ Preference rows (``load_pairs``) follow TRL's preference formats:
 * implicit prompt: ``{"chosen": ..., "rejected": ...}`` only, both full texts or conversations that
   share a prefix; the shared prefix becomes the prompt (as TRL's ``extract_prompt`` does).
 
-An optional string ``subset`` column is kept (used to stratify :func:`split_pairs`); other columns
+An optional string ``subset`` column is kept (used to stratify :func:`split_pairs`), and so is an
+optional numeric ``margin`` column (how much better chosen is than rejected, e.g. a rating gap from
+:mod:`prefalign.feedback.convert`; TRL's reward trainer reads a column of that name); other columns
 are ignored.
 
 SFT rows (``load_sft_rows``) follow TRL's SFT formats: ``{"prompt", "completion"}`` (text or
@@ -32,6 +34,7 @@ import csv
 import io
 import json
 import logging
+import math
 import os
 import random
 import sys
@@ -90,6 +93,7 @@ class PreferencePair:
     chosen: Text
     rejected: Text
     subset: str | None = None
+    margin: float | None = None  # how much chosen beats rejected (rating gap, strength); None = unknown
     source: str | None = None  # "file.jsonl:12"
 
     @property
@@ -97,10 +101,12 @@ class PreferencePair:
         return isinstance(self.prompt, list)
 
     def to_dict(self) -> dict[str, Any]:
-        """The TRL row: ``prompt``/``chosen``/``rejected`` (plus ``subset`` when set)."""
+        """The TRL row: ``prompt``/``chosen``/``rejected`` (plus ``subset`` and ``margin`` when set)."""
         row: dict[str, Any] = {"prompt": self.prompt, "chosen": self.chosen, "rejected": self.rejected}
         if self.subset is not None:
             row["subset"] = self.subset
+        if self.margin is not None:
+            row["margin"] = self.margin
         return row
 
 
@@ -234,11 +240,32 @@ def _row_mapping(row: Any) -> Mapping[str, Any]:
 
 def _subset_of(row: Mapping[str, Any]) -> str | None:
     subset = row.get("subset")
-    if subset is None:
+    if subset is None or subset == "":  # "" is an empty CSV cell: a file where only some pairs have one
         return None
     if not isinstance(subset, str) or not subset.strip():
         raise _FieldError("subset", f"expected a non-empty string or null, got {_type_name(subset)}")
     return subset
+
+
+def _margin_of(row: Mapping[str, Any]) -> float | None:
+    margin = row.get("margin")
+    if margin is None or (isinstance(margin, str) and not margin.strip()):
+        return None  # absent, null, or an empty CSV cell (a file where only some pairs have a margin)
+    if isinstance(margin, str):  # CSV cells are strings
+        try:
+            margin = float(margin)
+        except ValueError:
+            raise _FieldError("margin", f"expected a number or null, got {margin!r}") from None
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)):
+        raise _FieldError("margin", f"expected a finite number or null, got {_type_name(margin)}")
+    try:
+        as_float = float(margin)  # an int beyond float range raises OverflowError
+    except OverflowError:
+        as_float = math.inf
+    if not math.isfinite(as_float):
+        shown = repr(margin) if isinstance(margin, float) else "an integer too large for a float"
+        raise _FieldError("margin", f"expected a finite number or null, got {shown}")
+    return as_float
 
 
 def parse_pair(row: Any, source: str | None = None) -> PreferencePair:
@@ -262,7 +289,12 @@ def parse_pair(row: Any, source: str | None = None) -> PreferencePair:
     if chosen == rejected:
         raise _FieldError("rejected", "identical to 'chosen'; a preference pair needs two different answers")
     return PreferencePair(
-        prompt=prompt, chosen=chosen, rejected=rejected, subset=_subset_of(row), source=source
+        prompt=prompt,
+        chosen=chosen,
+        rejected=rejected,
+        subset=_subset_of(row),
+        margin=_margin_of(row),
+        source=source,
     )
 
 
@@ -579,17 +611,21 @@ def _rows_for_saving(pairs: Sequence[PreferencePair]) -> list[dict[str, Any]]:
     if len(kinds) > 1:
         raise ValueError("cannot save a mix of text and conversational pairs in one file")
     with_subset = any(p.subset is not None for p in pairs)
+    with_margin = any(p.margin is not None for p in pairs)
     rows = []
     for p in pairs:
         row: dict[str, Any] = {"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected}
         if with_subset:
             row["subset"] = p.subset
+        if with_margin:
+            # Floats for every row (None where unknown) so Parquet infers one double column.
+            row["margin"] = None if p.margin is None else float(p.margin)
         rows.append(row)
     return rows
 
 
 def save_pairs(pairs: Iterable[PreferencePair], path: str | os.PathLike) -> Path:
-    """Write pairs in TRL's format (columns prompt/chosen/rejected, plus subset when any pair has one).
+    """Write pairs in TRL's format (prompt/chosen/rejected, plus subset and margin when any pair has one).
 
     The format follows the suffix: ``.parquet``, ``.csv`` (conversations as JSON cells) or JSON Lines
     (anything else). The file is written to a temp file and renamed into place.

@@ -287,9 +287,15 @@ def _number(name: str, value: Any) -> float:
             value = float(value)
         except ValueError:
             raise _FieldError(name, f"expected a number, got {value!r}") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _FieldError(name, f"expected a finite number, got {_type_name(value)}")
-    return float(value)
+    try:
+        as_float = float(value)  # an int beyond float range raises OverflowError
+    except OverflowError:
+        raise _FieldError(name, "expected a finite number, got an integer too large for a float") from None
+    if not math.isfinite(as_float):
+        raise _FieldError(name, f"expected a finite number, got {as_float!r}")
+    return as_float
 
 
 def _check_value(row: Mapping[str, Any], scale: RatingScale | None) -> float | str:
