@@ -316,7 +316,8 @@ def test_noisy_bradley_terry_likelihood_equals_crowdkit() -> None:
     for _ in range(3):
         x = rng.normal(0.0, 1.0, 1 + 12 + 2 * 5)
         ref = crowdkit.NoisyBradleyTerry._compute_log_likelihood(x, coded + 1, workers, 12, 5, 0.0)
-        ours = ag._noisy_bt_terms(x[1:13], x[18:], x[13:18], 0.0, rater, a, b, outcome, np.ones(300))[0]
+        rows = ag._orient_comparisons(rater, a, b, outcome, np.ones(300))
+        ours = ag._noisy_bt_terms(x[1:13], x[18:], x[13:18], 0.0, *rows)[0]
         assert -ours == pytest.approx(ref, rel=1e-10)
 
 
@@ -325,23 +326,37 @@ def test_noisy_bradley_terry_gradient_and_crowdkit_fit() -> None:
     # crowd-kit's does not (bias derivative written one slot off, regulariser sign flipped), so its
     # L-BFGS stops elsewhere: the fitted orders are compared loosely, Spearman > 0.9, and ours must
     # rank the true strengths at least as well as crowd-kit's minus 0.02.
+    # Ties (outcome 0.5) and soft outcomes become two oriented rows each; the gradient covers them.
     rng = np.random.default_rng(7)
     theta, rater, a, b, outcome = noisy_instance(rng, 12, 500)
     n_s, n_r = 12, 5
+    soft = outcome.copy()
+    soft[:40] = 0.5
+    soft[40:50] = 0.2
+    weights = rng.uniform(0.5, 2.0, 500)
 
-    def f(x: np.ndarray) -> float:
-        return -ag._noisy_bt_terms(
-            x[:n_s], x[n_s : n_s + n_r], x[n_s + n_r :], 0.3, rater, a, b, outcome, np.ones(500)
-        )[0]
+    for y, w in ((outcome, np.ones(500)), (soft, weights)):
+        rows = ag._orient_comparisons(rater, a, b, y, w)
+        ro, ao, bo = rows[:3]
 
-    def grad(x: np.ndarray) -> np.ndarray:
-        _, gd, gg, gq = ag._noisy_bt_terms(
-            x[:n_s], x[n_s : n_s + n_r], x[n_s + n_r :], 0.3, rater, a, b, outcome, np.ones(500)
-        )
-        gs = np.bincount(a, gd, n_s) - np.bincount(b, gd, n_s)
-        return -np.concatenate([gs, np.bincount(rater, gg, n_r), np.bincount(rater, gq, n_r)])
+        def f(x: np.ndarray, rows=rows) -> float:
+            return -ag._noisy_bt_terms(x[:n_s], x[n_s : n_s + n_r], x[n_s + n_r :], 0.3, *rows)[0]
 
-    assert check_grad(f, grad, rng.normal(0.0, 1.0, n_s + 2 * n_r)) < 1e-4
+        def grad(x: np.ndarray, rows=rows, ro=ro, ao=ao, bo=bo) -> np.ndarray:
+            _, gd, gg, gq = ag._noisy_bt_terms(x[:n_s], x[n_s : n_s + n_r], x[n_s + n_r :], 0.3, *rows)
+            gs = np.bincount(ao, gd, n_s) - np.bincount(bo, gd, n_s)
+            return -np.concatenate([gs, np.bincount(ro, gg, n_r), np.bincount(ro, gq, n_r)])
+
+        assert check_grad(f, grad, rng.normal(0.0, 1.0, n_s + 2 * n_r)) < 1e-4
+
+    # The oriented likelihood equals the two-sided one, sum w (y log P(a) + (1 - y) log P(b)).
+    x = rng.normal(0.0, 1.0, n_s + 2 * n_r)
+    s_, g_, q_ = x[:n_s], x[n_s : n_s + n_r], x[n_s + n_r :]
+    gam = 1.0 / (1.0 + np.exp(-g_[rater]))
+    p_a = gam / (1.0 + np.exp(-(s_[a] - s_[b] + 0.3))) + (1.0 - gam) / (1.0 + np.exp(-q_[rater]))
+    two_sided = float(np.sum(weights * (soft * np.log(p_a) + (1.0 - soft) * np.log(1.0 - p_a))))
+    rows = ag._orient_comparisons(rater, a, b, soft, weights)
+    assert ag._noisy_bt_terms(s_, g_, q_, 0.3, *rows)[0] == pytest.approx(two_sided, rel=1e-12)
 
     label = np.where(outcome == 1, a, b)
     df = pd.DataFrame({"worker": rater, "left": a, "right": b, "label": label})
