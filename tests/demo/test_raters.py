@@ -5,17 +5,17 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from prefalign.demo.pipeline import build_pairs, load_titles, split_titles
+from prefalign.demo.pipeline import load_titles, split_titles
 from prefalign.demo.raters import (
     DEFAULT_PANEL,
+    SCALE,
     Item,
-    RaterProfile,
-    aggregate_ratings,
-    read_records,
+    position_effects,
     simulate_ratings,
     true_score,
-    write_records,
 )
+from prefalign.feedback.aggregate import aggregate_ratings
+from prefalign.feedback.schema import Rating, load_feedback, save_feedback
 
 
 def _items(n_prompts: int = 40, per_prompt: int = 4) -> tuple[list[Item], dict[str, float]]:
@@ -43,12 +43,13 @@ def test_records_shape_range_and_determinism(tmp_path: Path) -> None:
     items, truth = _items()
     records = _simulate(items, truth)
     assert len(records) == len(items) * len(DEFAULT_PANEL)
-    keys = {"rater_id", "item_id", "prompt_id", "response", "rating", "timestamp"}
-    assert all(keys <= set(r) and 0 <= r["rating"] <= 10 and isinstance(r["rating"], int) for r in records)
+    assert all(isinstance(r, Rating) and isinstance(r.value, int) and 0 <= r.value <= 10 for r in records)
+    assert all(r.item_id.startswith("p") and r.response_id.startswith(r.item_id + "-") for r in records)
+    assert {r.metadata["position"] for r in records} == {0, 1, 2, 3}
     assert records == _simulate(items, truth)
     assert records != _simulate(items, truth, seed=1)
-    path = write_records(records, tmp_path / "feedback.jsonl")
-    assert read_records(path) == records
+    path = save_feedback(records, tmp_path / "feedback.jsonl")
+    assert list(load_feedback(path, scale=SCALE)) == records
 
 
 def test_default_panel_is_diverse() -> None:
@@ -62,48 +63,33 @@ def test_true_score_scale() -> None:
     assert (true_score(-1), true_score(0), true_score(1)) == (0, 5, 10)
 
 
-def test_aggregate_flags_spammer_and_detects_position_bias() -> None:
+def test_feedback_aggregation_flags_the_spammer_and_sees_position_bias() -> None:
     items, truth = _items(200)
-    scores, stats = aggregate_ratings(_simulate(items, truth))
-    by_id = {s.rater_id: s for s in stats}
-    assert [s.rater_id for s in stats if s.suspected_spammer] == ["spammer"]
-    assert by_id["spammer"].weight == 0
-    assert by_id["careful"].agreement > by_id["steady"].agreement > by_id["hasty"].agreement > 0.5
-    honest = [s.position_effect for s in stats if s.rater_id not in ("primacy", "spammer")]
-    assert by_id["primacy"].position_effect > 0.6 > max(abs(e) for e in honest)
-    # The weighted aggregate tracks the truth better than the plain mean of all five raters.
+    records = _simulate(items, truth)
+    consensus = aggregate_ratings(records, SCALE, method="weighted")
+    raters = consensus.raters
+    assert [name for name, r in sorted(raters.items()) if r.spammer] == ["spammer"]
+    assert raters["spammer"].weight == 0
+    assert raters["careful"].agreement > raters["steady"].agreement > raters["hasty"].agreement > 0.5
+    effects = position_effects(records, consensus.scores)
+    honest = [e for name, e in effects.items() if name not in ("primacy", "spammer")]
+    assert effects["primacy"] > 0.6 > max(abs(e) for e in honest)
+    # The weighted consensus tracks the truth better than the plain mean of all five raters.
     gold = [true_score(truth[it.response]) for it in items]
-    weighted = [scores[it.item_id] for it in items]
-    plain = {}
-    for r in _simulate(items, truth):
-        plain.setdefault(r["item_id"], []).append(r["rating"])
-    plain_mean = [sum(plain[it.item_id]) / 5 for it in items]
+    weighted = [consensus.scores[it.prompt_id][it.item_id] for it in items]
+    plain = aggregate_ratings(records, SCALE, method="mean").scores
+    plain_mean = [plain[it.prompt_id][it.item_id] for it in items]
     assert _corr(weighted, gold) > _corr(plain_mean, gold)
     assert _corr(weighted, gold) > 0.95
 
 
-def test_all_spammers_fall_back_to_plain_mean() -> None:
-    items, truth = _items(5, 2)
-    panel = [RaterProfile("a", spammer=True), RaterProfile("b", spammer=True)]
-    scores, stats = aggregate_ratings(_simulate(items, truth, panel=panel), spam_threshold=2.0)
-    assert all(s.suspected_spammer for s in stats) and len(scores) == len(items)
-
-
-def test_build_pairs_outside_in_with_margin_and_finished_only() -> None:
-    group = [
-        {"prompt": "P", "response": r, "score": s, "finished": f}
-        for r, s, f in [
-            ("a", 9.0, True),
-            ("b", 7.0, True),
-            ("c", 6.5, True),
-            ("d", 1.0, True),
-            ("e", 10.0, False),
-        ]
-    ]
-    pairs = build_pairs({"p0": group}, pairs_per_prompt=2, min_margin=1.0)
-    assert [(p["chosen"], p["rejected"]) for p in pairs] == [("a", "d")]  # b-c gap 0.5 < margin; e unfinished
-    pairs = build_pairs({"p0": group}, pairs_per_prompt=2, min_margin=0.0)
-    assert [(p["chosen"], p["rejected"]) for p in pairs] == [("a", "d"), ("b", "c")]
+def test_the_spammer_is_flagged_at_the_demo_sizes() -> None:
+    """Quick demo (32 prompts x 4) and full demo (100 x 4), several seeds: exactly the spammer."""
+    for n_prompts in (32, 100):
+        items, truth = _items(n_prompts)
+        for seed in range(5):
+            raters = aggregate_ratings(_simulate(items, truth, seed=seed), SCALE).raters
+            assert [name for name, r in raters.items() if r.spammer] == ["spammer"], (n_prompts, seed)
 
 
 def test_titles_are_shipped_and_split_disjoint() -> None:
@@ -131,7 +117,7 @@ def test_rate_and_pair_writes_feedback_and_pairs(tmp_path: Path) -> None:
         for s, text in enumerate(texts)
     ]
     info = rate_and_pair(samples, DemoSettings(pairs_per_prompt=1, min_margin=1.0), tmp_path, seed=0)
-    assert len(read_records(tmp_path / "feedback.jsonl")) == len(samples) * len(DEFAULT_PANEL)
+    assert len(load_feedback(tmp_path / "feedback.jsonl")) == len(samples) * len(DEFAULT_PANEL)
     chat = load_pairs(tmp_path / "pairs.jsonl")
     plain = load_pairs(tmp_path / "reward_pairs.jsonl")
     assert info["num_pairs"] == len(chat) == len(plain) == 12
@@ -139,3 +125,24 @@ def test_rate_and_pair_writes_feedback_and_pairs(tmp_path: Path) -> None:
     assert chat[0].chosen[-1]["content"] == texts[0] and chat[0].rejected[-1]["content"] == texts[3]
     assert plain[0].prompt == "Review movie 0." and plain[0].chosen == texts[0]
     assert info["pair_gold_agreement"] == 1.0 and info["suspected_spammers"] == ["spammer"]
+    assert chat[0].margin is not None and 0 < chat[0].margin <= 1  # consensus gap / scale span
+    assert 0.3 < info["rater_agreement"]["krippendorff_alpha_interval"] < 1
+    assert {r["rater_id"] for r in info["raters"]} == {p.rater_id for p in DEFAULT_PANEL}
+
+
+def test_unfinished_completions_and_ties_make_no_pairs(tmp_path: Path) -> None:
+    from prefalign.demo.pipeline import DemoSettings, rate_and_pair
+    from prefalign.feedback.formats import load_pairs
+    from prefalign.rollout import Sample
+
+    texts = ["A wonderful, brilliant film. I loved it!", "A terrible, awful, boring mess.", "Good."]
+    samples = [
+        # the best review of every prompt was cut at the cap: it must not be chosen
+        Sample(f"Review movie {p}.", p, s, text, [1, 2], [0], finished=s != 0)
+        for p in range(12)
+        for s, text in enumerate(texts)
+    ]
+    rate_and_pair(samples, DemoSettings(pairs_per_prompt=1, min_margin=1.0), tmp_path, seed=0)
+    pairs = load_pairs(tmp_path / "pairs.jsonl")
+    assert pairs and all(p.chosen[-1]["content"] == "Good." for p in pairs)
+    assert all(p.rejected[-1]["content"] == texts[1] for p in pairs)

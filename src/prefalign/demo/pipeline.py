@@ -8,16 +8,19 @@ Stages (each timed; the times land in ``summary.json`` under ``stage_seconds``):
 2. **generate** — the base policy samples ``samples_per_prompt`` completions per training prompt
    (pure sampling at temperature 1; chat template; stop at ``<|im_end|>``).
 3. **rate** — five simulated raters (:mod:`prefalign.demo.raters`) rate every completion 0-10 from
-   the hidden VADER compound plus their own noise, bias or randomness; the records are written to
-   ``feedback.jsonl`` exactly as real annotations would be.
-4. **aggregate** — reliability-weighted mean rating per completion, weights from each rater's
-   agreement with the leave-one-out consensus; a rater with (near) zero agreement is flagged as
-   a suspected spammer and ignored.
-5. **pairs** — per prompt, completions that ended with EOS are ranked by aggregated rating and
-   paired outside-in (best vs worst, 2nd best vs 2nd worst, ...) up to ``pairs_per_prompt``, keeping
-   pairs whose rating gap is at least ``min_margin``. Written as chat-format JSONL
-   (``pairs.jsonl``) and a plain-text copy for the encoder reward model (``reward_pairs.jsonl``),
-   both read back with :func:`prefalign.feedback.formats.load_pairs` by the recipes.
+   the hidden VADER compound plus their own noise, bias or randomness; the
+   :class:`~prefalign.feedback.schema.Rating` records are written to ``feedback.jsonl`` and read
+   back, validated, with :func:`prefalign.feedback.schema.load_feedback`, as real annotations would be.
+4. **aggregate** — :func:`prefalign.feedback.aggregate.aggregate_ratings` (``weighted``):
+   reliability-weighted consensus per completion, weights learned from each rater's agreement with
+   the leave-one-out consensus; a rater whose agreement is not significantly above zero is flagged
+   as a suspected spammer and gets weight 0. Rater agreement (Krippendorff's alpha, pairwise
+   Cohen's kappa) from :func:`prefalign.feedback.agreement.ratings_agreement`.
+5. **pairs** — :func:`prefalign.feedback.convert.ratings_to_pairs` on the consensus scores, per
+   prompt over completions that ended with EOS, outside-in (best vs worst, 2nd best vs 2nd worst,
+   ...) up to ``pairs_per_prompt``, keeping pairs whose consensus gap is at least ``min_margin``.
+   Written as chat-format JSONL (``pairs.jsonl``) and a plain-text copy for the encoder reward
+   model (``reward_pairs.jsonl``), both read back with :func:`prefalign.feedback.formats.load_pairs`.
 6. **reward** — ``minilm-l6`` reward model (:mod:`prefalign.recipes.reward`), 20% of pairs held out.
 7. **dpo** — LoRA DPO (:mod:`prefalign.recipes.dpo`) of the policy on all pairs.
 8. **evaluate** — before (base) vs after (merged DPO policy) on the held-out prompts: VADER,
@@ -127,40 +130,18 @@ def split_titles(titles: Sequence[str], n_train: int, n_eval: int, seed: int) ->
     return order[n_eval : n_eval + n_train], order[:n_eval]
 
 
-def build_pairs(
-    groups: dict[str, list[dict[str, Any]]], *, pairs_per_prompt: int, min_margin: float
-) -> list[dict[str, Any]]:
-    """Outside-in pairs per prompt from items ``{prompt, response, score, finished}``.
-
-    Only items that ended with EOS take part (a truncated review would teach the policy to stop
-    mid-sentence, since the chat format appends the end-of-turn token to every completion).
-    """
-    pairs = []
-    for prompt_id in sorted(groups):
-        ranked = sorted((it for it in groups[prompt_id] if it["finished"]), key=lambda it: -it["score"])
-        for k in range(min(pairs_per_prompt, len(ranked) // 2)):
-            best, worst = ranked[k], ranked[-1 - k]
-            if best["score"] - worst["score"] >= min_margin:
-                pairs.append(
-                    {
-                        "prompt_id": prompt_id,
-                        "prompt": best["prompt"],
-                        "chosen": best["response"],
-                        "rejected": worst["response"],
-                        "margin": best["score"] - worst["score"],
-                    }
-                )
-    return pairs
-
-
 def rate_and_pair(samples: Sequence[Any], cfg: DemoSettings, out: Path, seed: int) -> dict[str, Any]:
     """Raters -> ``feedback.jsonl`` -> aggregate -> pairs -> ``pairs.jsonl`` + ``reward_pairs.jsonl``.
 
-    Returns counts and rater statistics for the summary.
+    Returns counts, rater agreement and per-rater statistics for the summary.
     """
-    from prefalign.demo.raters import DEFAULT_PANEL, Item, aggregate_ratings, simulate_ratings, write_records
+    from prefalign.demo.raters import DEFAULT_PANEL, SCALE, Item, position_effects, simulate_ratings
     from prefalign.eval.metrics import vader_compound
+    from prefalign.feedback.aggregate import aggregate_ratings
+    from prefalign.feedback.agreement import ratings_agreement
+    from prefalign.feedback.convert import ratings_to_pairs
     from prefalign.feedback.formats import PreferencePair, load_pairs, save_pairs
+    from prefalign.feedback.schema import load_feedback, save_feedback
 
     items = [
         Item(
@@ -168,25 +149,28 @@ def rate_and_pair(samples: Sequence[Any], cfg: DemoSettings, out: Path, seed: in
         )
         for s in samples
     ]
-    records = simulate_ratings(items, DEFAULT_PANEL, seed=seed)
-    write_records(records, out / "feedback.jsonl")
-    scores, rater_stats = aggregate_ratings(records)
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for it, s in zip(items, samples, strict=True):
-        groups.setdefault(it.prompt_id, []).append(
-            {
-                "prompt": it.prompt,
-                "response": it.response,
-                "score": scores[it.item_id],
-                "finished": s.finished,
-            }
-        )
-    raw = build_pairs(groups, pairs_per_prompt=cfg.pairs_per_prompt, min_margin=cfg.min_margin)
+    save_feedback(simulate_ratings(items, DEFAULT_PANEL, seed=seed), out / "feedback.jsonl")
+    records = list(load_feedback(out / "feedback.jsonl", scale=SCALE))  # validated, as real feedback
+    consensus = aggregate_ratings(records, SCALE, method="weighted")
+    agreement = ratings_agreement(records, SCALE)
+    effects = position_effects(records, consensus.scores)
+    # Only completions that ended with EOS take part in pairs: a truncated review would teach the
+    # policy to stop mid-sentence, since the chat format appends the end-of-turn token to every one.
+    finished = {it.item_id for it, s in zip(items, samples, strict=True) if s.finished}
+    raw, report = ratings_to_pairs(
+        [r for r in records if r.response_id in finished],
+        scale=SCALE,
+        scores={rid: v for by_id in consensus.scores.values() for rid, v in by_id.items()},
+        strategy="outside_in",
+        min_margin=cfg.min_margin,
+        max_pairs_per_item=cfg.pairs_per_prompt,
+    )
     chat = [
         PreferencePair(
-            prompt=[{"role": "user", "content": p["prompt"]}],
-            chosen=[{"role": "assistant", "content": p["chosen"]}],
-            rejected=[{"role": "assistant", "content": p["rejected"]}],
+            prompt=[{"role": "user", "content": p.prompt}],
+            chosen=[{"role": "assistant", "content": p.chosen}],
+            rejected=[{"role": "assistant", "content": p.rejected}],
+            margin=p.margin,
         )
         for p in raw
     ]
@@ -199,17 +183,36 @@ def rate_and_pair(samples: Sequence[Any], cfg: DemoSettings, out: Path, seed: in
         for p in pairs
     ]
     save_pairs(plain, out / "reward_pairs.jsonl")
-    chosen_gold = vader_compound([p["chosen"] for p in raw])
-    rejected_gold = vader_compound([p["rejected"] for p in raw])
+    chosen_gold = vader_compound([str(p.chosen) for p in raw])
+    rejected_gold = vader_compound([str(p.rejected) for p in raw])
+    raters = [
+        {
+            "rater_id": name,
+            "num_ratings": summary.n,
+            "weight": summary.weight,
+            "agreement": summary.agreement,
+            "position_effect": effects.get(name, 0.0),
+            "suspected_spammer": summary.spammer,
+        }
+        for name, summary in sorted(consensus.raters.items())
+    ]
     return {
         "num_feedback_records": len(records),
         "num_pairs": len(pairs),
+        "pairs_skipped_as_ties": report.ties,
         "pair_gold_agreement": sum(c > r for c, r in zip(chosen_gold, rejected_gold, strict=True))
         / max(1, len(raw)),
         "pair_gold_margin": sum(c - r for c, r in zip(chosen_gold, rejected_gold, strict=True))
         / max(1, len(raw)),
-        "suspected_spammers": [s.rater_id for s in rater_stats if s.suspected_spammer],
-        "raters": [s.as_dict() for s in rater_stats],
+        "rater_agreement": {
+            "krippendorff_alpha_interval": agreement.alpha.get("interval"),
+            "krippendorff_alpha_ordinal": agreement.alpha.get("ordinal"),
+            "mean_pairwise_cohen_kappa": agreement.mean_pairwise_kappa,
+            "percent_agreement": agreement.percent_agreement,
+            "per_rater": agreement.per_rater,
+        },
+        "suspected_spammers": [r["rater_id"] for r in raters if r["suspected_spammer"]],
+        "raters": raters,
     }
 
 
@@ -309,9 +312,19 @@ def _print_table(summary: dict[str, Any]) -> None:
     table.add_row("KL(policy || reference), nats", "0", f"{summary['kl']:.3f}", "")
     table.add_row("reward model held-out accuracy", "", f"{summary['reward_model_accuracy']:.3f}", "")
     Console().print(table)
+    Console().print(_raters_line(summary))
+    Console().print(f"total {summary['seconds']:.0f}s; stages {summary['stage_seconds']}")
+
+
+def _raters_line(summary: dict[str, Any]) -> str:
+    """One line on the simulated raters: their agreement and who was flagged."""
+    agreement = summary["rater_agreement"]
     spam = ", ".join(summary["suspected_spammers"]) or "none"
-    Console().print(
-        f"suspected spammers: {spam}; total {summary['seconds']:.0f}s; stages {summary['stage_seconds']}"
+    per_rater = ", ".join(f"{r['rater_id']} {r['agreement']:.2f}" for r in summary["raters"])
+    return (
+        f"raters: Krippendorff's alpha (interval) {agreement['krippendorff_alpha_interval']:.3f}, "
+        f"mean pairwise Cohen's kappa {agreement['mean_pairwise_cohen_kappa']:.3f}; "
+        f"agreement with consensus: {per_rater}; flagged as spammer: {spam}"
     )
 
 
@@ -321,8 +334,7 @@ def run_demo(
     """Run the whole demo into ``output_dir``; returns the summary (also ``summary.json``)."""
     import torch
 
-    from prefalign.demo.raters import pearson
-    from prefalign.eval.metrics import kl_to_reference
+    from prefalign.eval.metrics import kl_to_reference, pearson
     from prefalign.eval.report import bars_png, curve_png, histogram_png, write_report
     from prefalign.models import load_causal_lm, load_reward_model
     from prefalign.rollout import GenerationStats, SamplingConfig, generate
@@ -466,6 +478,7 @@ def run_demo(
             f"Prompts: '{PROMPT_TEMPLATE}' with held-out movie titles disjoint from the training titles.",
             "Gold judge: VADER compound (hidden truth of the simulated raters); second judge: TextBlob polarity.",
             "KL: k1 estimator, mean over the DPO policy's own samples of sum_t log pi - log ref.",
+            _raters_line(summary),
         ],
     )
     _print_table(summary)

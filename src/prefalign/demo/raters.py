@@ -16,22 +16,24 @@ spammer    --         ignores the text: uniform random integer 0-10
 =========  =========  =================================================================
 
 Everything is deterministic given ``seed``: each rater's generator is seeded from
-``(seed, rater index)`` and the draws happen in a fixed order. The output is plain feedback records
-``{rater_id, item_id, prompt_id, response, rating, timestamp, position}`` written as JSONL, the
-same shape real annotation tools produce.
+``(seed, rater index)`` and the draws happen in a fixed order. The output is
+:class:`prefalign.feedback.schema.Rating` records (``item_id`` = the prompt, ``response_id`` = the
+completion, ``metadata["position"]`` = where it was shown), which the demo writes and reads back
+with :func:`~prefalign.feedback.schema.save_feedback` / :func:`~prefalign.feedback.schema.load_feedback`
+and aggregates with :func:`prefalign.feedback.aggregate.aggregate_ratings`, as it would real feedback.
 """
 
 from __future__ import annotations
 
-import json
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
-from typing import Any
+
+from prefalign.feedback.schema import Rating, RatingScale
 
 SCALE_MAX = 10
+SCALE = RatingScale(0, SCALE_MAX)
 EPOCH = datetime(2025, 1, 6, 9, 0, tzinfo=timezone.utc)
 
 
@@ -82,12 +84,12 @@ def simulate_ratings(
     *,
     seed: int = 0,
     truth: Callable[[Sequence[str]], list[float]] | None = None,
-) -> list[dict[str, Any]]:
-    """Every rater rates every item; returns feedback records grouped by rater, then prompt.
+) -> list[Rating]:
+    """Every rater rates every item; returns :class:`Rating` records grouped by rater, then prompt.
 
     ``truth`` maps texts to scores in [-1, 1] (default: VADER compound). Items of one prompt are
-    shown together, in an order each rater draws independently; ``position`` records the 0-based
-    place an item was shown at, so position bias can be audited later.
+    shown together, in an order each rater draws independently; ``metadata["position"]`` records the
+    0-based place an item was shown at, so position bias can be audited later.
     """
     if truth is None:
         from prefalign.eval.metrics import vader_compound
@@ -97,7 +99,7 @@ def simulate_ratings(
     by_prompt: dict[str, list[Item]] = {}
     for it in items:
         by_prompt.setdefault(it.prompt_id, []).append(it)
-    records: list[dict[str, Any]] = []
+    records: list[Rating] = []
     for r_index, rater in enumerate(panel):
         rng = random.Random(f"{seed}:{r_index}:{rater.rater_id}")
         clock = EPOCH + timedelta(hours=r_index)
@@ -114,110 +116,40 @@ def simulate_ratings(
                     )
                 clock += timedelta(seconds=5 + rng.randint(0, 40))
                 records.append(
-                    {
-                        "rater_id": rater.rater_id,
-                        "item_id": it.item_id,
-                        "prompt_id": it.prompt_id,
-                        "prompt": it.prompt,
-                        "response": it.response,
-                        "rating": rating,
-                        "position": position,
-                        "timestamp": clock.isoformat(),
-                    }
+                    Rating(
+                        rater_id=rater.rater_id,
+                        item_id=it.prompt_id,
+                        prompt=it.prompt,
+                        response_id=it.item_id,
+                        response=it.response,
+                        value=rating,
+                        timestamp=clock.isoformat(),
+                        metadata={"position": position},
+                    )
                 )
     return records
 
 
-def write_records(records: Iterable[dict[str, Any]], path: str | Path) -> Path:
-    """Write feedback records as JSONL (one object per line); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as f:
-        for record in records:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
-    return path
+def position_effects(
+    records: Sequence[Rating], scores: Mapping[str, Mapping[str, float]]
+) -> dict[str, float]:
+    """Per rater: mean residual (rating - consensus) when shown first, minus when shown later.
 
-
-def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """Read JSONL feedback records."""
-    with Path(path).open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-# ---- aggregation ---------------------------------------------------------------------------------
-@dataclass
-class RaterStats:
-    """How one rater agrees with the others."""
-
-    rater_id: str
-    num_ratings: int
-    agreement: float
-    """Pearson correlation of the rater's ratings with the leave-one-out consensus (other raters' mean)."""
-    weight: float
-    """Weight in the aggregate: the signal-to-noise ratio ``a^2 / (1 - a^2)`` of agreement ``a``; 0 for a spammer."""
-    position_effect: float
-    """Mean residual (rating - leave-one-out consensus) when shown first, minus when shown later."""
-    suspected_spammer: bool
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-def pearson(x: Sequence[float], y: Sequence[float]) -> float:
-    """Pearson correlation (0 when either side is constant or shorter than 2)."""
-    n = len(x)
-    if n < 2:
-        return 0.0
-    mx, my = sum(x) / n, sum(y) / n
-    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True))
-    sxx = sum((a - mx) ** 2 for a in x)
-    syy = sum((b - my) ** 2 for b in y)
-    return sxy / (sxx * syy) ** 0.5 if sxx > 0 and syy > 0 else 0.0
-
-
-def aggregate_ratings(
-    records: Sequence[dict[str, Any]], *, spam_threshold: float = 0.2
-) -> tuple[dict[str, float], list[RaterStats]]:
-    """Reliability-weighted mean rating per item, and per-rater statistics.
-
-    1. For each rater, the leave-one-out consensus of an item is the plain mean of the *other*
-       raters' ratings; the rater's agreement is the Pearson correlation with it over all items.
-    2. A rater whose agreement is below ``max(spam_threshold, 2.5 / sqrt(n))`` (``n`` ratings; the
-       second term is ~2.5 standard errors of a zero correlation, so a random rater is not let
-       through by chance on small panels) is flagged as a suspected spammer and gets weight 0. The others get ``a^2 / (1 - a^2)`` for agreement ``a``: if a rating is truth
-       plus independent noise, this signal-to-noise ratio is proportional to 1 / noise variance,
-       the weight that minimises the variance of the weighted mean.
-    3. An item's score is the weighted mean of its ratings (plain mean if all weights are 0).
+    ``scores[item_id][response_id]`` is the consensus (e.g. ``RatingConsensus.scores``); records
+    without ``metadata["position"]`` are left out. A rater without both kinds of records gets 0.
     """
-    ratings: dict[str, dict[str, float]] = {}
-    positions: dict[tuple[str, str], int] = {}
+    first: dict[str, list[float]] = {}
+    later: dict[str, list[float]] = {}
     for rec in records:
-        ratings.setdefault(rec["item_id"], {})[rec["rater_id"]] = float(rec["rating"])
-        positions[(rec["item_id"], rec["rater_id"])] = int(rec.get("position", -1))
-    raters = sorted({rec["rater_id"] for rec in records})
-    stats: list[RaterStats] = []
-    for rater in raters:
-        own, loo, first, later = [], [], [], []
-        for item, by_rater in ratings.items():
-            others = [v for k, v in by_rater.items() if k != rater]
-            if rater not in by_rater or not others:
-                continue
-            consensus = sum(others) / len(others)
-            own.append(by_rater[rater])
-            loo.append(consensus)
-            residual = by_rater[rater] - consensus
-            (first if positions.get((item, rater)) == 0 else later).append(residual)
-        agreement = pearson(own, loo)
-        spam = agreement < max(spam_threshold, 2.5 / max(len(own), 1) ** 0.5)
-        effect = (sum(first) / len(first) - sum(later) / len(later)) if first and later else 0.0
-        a2 = min(max(agreement, 0.0), 0.99) ** 2
-        stats.append(RaterStats(rater, len(own), agreement, 0.0 if spam else a2 / (1 - a2), effect, spam))
-    weights = {s.rater_id: s.weight for s in stats}
-    scores: dict[str, float] = {}
-    for item, by_rater in ratings.items():
-        total = sum(weights[r] for r in by_rater)
-        if total > 0:
-            scores[item] = sum(weights[r] * v for r, v in by_rater.items()) / total
-        else:
-            scores[item] = sum(by_rater.values()) / len(by_rater)
-    return scores, stats
+        position = rec.metadata.get("position")
+        if position is None:
+            continue
+        residual = SCALE.to_number(rec.value) - scores[rec.item_id][rec.response_id]
+        (first if position == 0 else later).setdefault(rec.rater_id, []).append(residual)
+    raters = sorted({rec.rater_id for rec in records})
+    return {
+        r: (sum(first[r]) / len(first[r]) - sum(later[r]) / len(later[r]))
+        if r in first and r in later
+        else 0.0
+        for r in raters
+    }

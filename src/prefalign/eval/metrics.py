@@ -48,6 +48,18 @@ def mean(values: Sequence[float]) -> float:
     return float(sum(values) / len(values)) if len(values) else math.nan
 
 
+def pearson(x: Sequence[float], y: Sequence[float]) -> float:
+    """Pearson correlation (0 when either side is constant or shorter than 2)."""
+    n = len(x)
+    if n < 2:
+        return 0.0
+    mx, my = sum(x) / n, sum(y) / n
+    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True))
+    sxx = sum((a - mx) ** 2 for a in x)
+    syy = sum((b - my) ** 2 for b in y)
+    return sxy / (sxx * syy) ** 0.5 if sxx > 0 and syy > 0 else 0.0
+
+
 def strong_rate(scores: Sequence[float], threshold: float = 0.8) -> float:
     """Share of scores >= ``threshold``."""
     return float(sum(s >= threshold for s in scores) / len(scores)) if len(scores) else math.nan
