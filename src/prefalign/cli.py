@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--prepare", metavar="NAME", help="convert/cache a built-in model and print its folder"
     )
     models.set_defaults(handler=_models)
+    from prefalign.feedback.commands import add_data_parser  # argparse only: keeps --help instant
+
+    add_data_parser(sub)
     return parser
 
 
@@ -104,9 +107,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     from prefalign.config import ConfigError
+    from prefalign.feedback.commands import CommandError
     from prefalign.run import RunDirError
 
-    known: tuple[type[BaseException], ...] = (ConfigError, RunDirError, FileNotFoundError)
+    known: tuple[type[BaseException], ...] = (ConfigError, RunDirError, FileNotFoundError, CommandError)
     try:
         from prefalign.feedback.formats import DataError
 

@@ -404,10 +404,11 @@ def test_label_studio_export() -> None:
             timestamp="2026-03-01T10:00:00Z",
             metadata={"annotation_id": 101, "from_name": "comparison"},
         ),
-        # annotation 102 was cancelled; 103's annotator is an expanded user object
+        # annotation 102 was cancelled; 103's annotator is an expanded user object: its id is the
+        # rater, the same as annotation 106's plain `completed_by: 9`
         Comparison(
             **pair,
-            rater_id="rater9@example.org",
+            rater_id="9",
             winner="b",
             timestamp="2026-03-01T10:07:00Z",
             metadata={"annotation_id": 103, "from_name": "comparison"},

@@ -53,7 +53,7 @@ Formats and the fields each importer reads (everything else is ignored):
   the List items ``data.items = [{"id", "title", "body"}]``, and ``textarea`` ``{"text": [str, ...]}``
   (an :class:`Edit` of ``data.response`` when the task has one, else a :class:`Demonstration`; several
   texts are joined by newlines). Other result types are ignored, cancelled annotations skipped, and
-  ``completed_by`` (a user id, or an object with ``email``/``id``) is the rater. ``mapping`` names the
+  ``completed_by`` (a user id, or an object with ``id``, else ``email``) is the rater. ``mapping`` names the
   ``data`` keys (see :data:`LABEL_STUDIO_MAPPING`).
 * **TRL** preference rows (:func:`load_trl`): standard, conversational or implicit-prompt rows as read by
   :func:`~prefalign.feedback.formats.load_pairs`, as :class:`Comparison` records with ``a`` = chosen and
@@ -876,7 +876,9 @@ class _Task:
 
 def _ls_rater(path: str, value: Any) -> str:
     if isinstance(value, Mapping):  # some exports expand the user: {"id", "email", ...}
-        for key in ("email", "id"):
+        # The id first: the plain form of the same export holds only the id, and one annotator must be
+        # one rater whichever form an annotation uses (the e-mail is also personal data).
+        for key in ("id", "email"):
             if value.get(key) not in (None, ""):
                 return _id(f"{path}.{key}", value[key])
         raise _FieldError(path, "expected a user id, or an object with 'email' or 'id'")
