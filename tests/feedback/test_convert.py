@@ -499,3 +499,21 @@ def test_pairs_from_loaded_feedback_files(tmp_path):
     assert records[0].response_id == text_id("Vast.")
     (pair,), _ = ratings_to_pairs(records, scale="bad,medium,good")
     assert (pair.chosen, pair.rejected, pair.margin) == ("Vast.", "Wet.", 1.0)
+
+
+def test_trl_subset_survives_import_and_conversion(tmp_path) -> None:
+    from prefalign.feedback.importers import import_feedback
+
+    rows = [
+        {"prompt": "q1", "chosen": "good", "rejected": "bad", "subset": "harmless"},
+        {"prompt": "q2", "chosen": "fine", "rejected": "poor"},
+    ]
+    path = tmp_path / "trl.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pairs, _ = comparisons_to_pairs(list(import_feedback(path, format="trl")))
+    assert [(p.prompt, p.subset) for p in pairs] == [("q1", "harmless"), ("q2", None)]
+    # Two raters' identical votes from different subsets merge into one pair without a subset.
+    a = Comparison("r1", "q", "P", a_id="A", a="x", b_id="B", b="y", winner="a", metadata={"subset": "s1"})
+    b = Comparison("r2", "q", "P", a_id="A", a="x", b_id="B", b="y", winner="a", metadata={"subset": "s2"})
+    assert comparisons_to_pairs([a, b])[0][0].subset is None
+    assert comparisons_to_pairs([a, a])[0][0].subset == "s1"

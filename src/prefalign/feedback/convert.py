@@ -153,6 +153,7 @@ class _Vote:
     origin: str  # "kind:item_id"
     position: int  # index of the (first) record it came from, to keep the input order across kinds
     tie: bool = False
+    subset: str | None = None  # the record's metadata["subset"] (e.g. from a TRL file), kept on the pair
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -194,13 +195,19 @@ def _vote(
     chosen_id: str | None = None,
     rejected_id: str | None = None,
     tie: bool = False,
+    subset: str | None = None,
 ) -> _Vote | None:
     """A judgment in TRL's shape, or None (counted) when both sides are the same response."""
     prompt, chosen, rejected = _shape(prompt, chosen, rejected)
     if chosen == rejected or (chosen_id is not None and chosen_id == rejected_id):
         report.self_pairs += 1
         return None
-    return _Vote(prompt, chosen, rejected, margin, origin, position, tie)
+    return _Vote(prompt, chosen, rejected, margin, origin, position, tie, subset)
+
+
+def _subset_of(metadata: Mapping[str, Any]) -> str | None:
+    subset = metadata.get("subset")
+    return subset if isinstance(subset, str) and subset.strip() else None
 
 
 def _source(origins: Iterable[str], votes: int, against: int = 0) -> str:
@@ -218,10 +225,12 @@ def _mean_margin(votes: Sequence[_Vote]) -> float | None:
 
 def _pair(votes: Sequence[_Vote], against: int = 0) -> PreferencePair:
     first = votes[0]
+    subsets = {v.subset for v in votes}
     return PreferencePair(
         prompt=first.prompt,
         chosen=first.chosen,
         rejected=first.rejected,
+        subset=first.subset if len(subsets) == 1 else None,  # merged votes from different subsets: none
         margin=_mean_margin(votes),
         source=_source((v.origin for v in votes), len(votes), against),
     )
@@ -576,7 +585,7 @@ def _comparison_votes(
     votes: list[_Vote] = []
     for position, c in enumerate(records):
         origin = f"comparison:{c.item_id}"
-        at = {"origin": origin, "position": position}
+        at = {"origin": origin, "position": position, "subset": _subset_of(c.metadata)}
         if c.winner == "tie":
             if not include_ties:
                 report.ties += 1
