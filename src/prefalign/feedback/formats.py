@@ -531,6 +531,22 @@ def _load(
         if on_error == "raise":
             raise error
         errors.append(error)
+    return finish_loading(label, kept, errors, seen=seen, good=len(kept), report_path=report_path)
+
+
+def finish_loading(
+    label: str,
+    kept: list[Any],
+    errors: list[DataError],
+    *,
+    seen: int,
+    good: int,
+    report_path: str | os.PathLike | None,
+) -> LoadedRows:
+    """End of a skip-mode load: write the rejected-rows report, warn, and refuse an all-bad file.
+
+    ``seen`` counts the rows read and ``good`` those accepted (a row may yield several records).
+    """
     if report_path is not None:
         _write_report(report_path, errors)
     if seen == 0:
@@ -540,7 +556,7 @@ def _load(
         logger.warning(
             "skipped %d of %d rows of %s that failed validation%s", len(errors), seen, label, where
         )
-        if not kept:
+        if good == 0:
             first = errors[0]
             raise DataError(
                 first.file, first.line, first.field, f"all {seen} rows were rejected; first: {first.message}"

@@ -67,7 +67,6 @@ source gives one (SHP's comment ids), so the same answer seen in several tasks i
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import re
@@ -84,7 +83,7 @@ from prefalign.feedback.formats import (
     _FieldError,
     _open_source,
     _type_name,
-    _write_report,
+    finish_loading,
     parse_pair,
 )
 from prefalign.feedback.schema import (
@@ -99,8 +98,6 @@ from prefalign.feedback.schema import (
     load_feedback,
     text_id,
 )
-
-logger = logging.getLogger("prefalign.feedback")
 
 FORMATS: tuple[str, ...] = (
     "prefalign",
@@ -274,21 +271,7 @@ def _load_records(
         if on_error == "raise":
             raise error
         errors.append(error)
-    if report_path is not None:
-        _write_report(report_path, errors)
-    if seen == 0:
-        raise DataError(label, 1, "<file>", "no rows found")
-    if errors:
-        where = f"; details in {os.fspath(report_path)}" if report_path is not None else ""
-        logger.warning(
-            "skipped %d of %d rows of %s that failed validation%s", len(errors), seen, label, where
-        )
-        if good == 0:
-            first = errors[0]
-            raise DataError(
-                first.file, first.line, first.field, f"all {seen} rows were rejected; first: {first.message}"
-            )
-    return LoadedRows(kept, errors)
+    return finish_loading(label, kept, errors, seen=seen, good=good, report_path=report_path)
 
 
 # ---------------------------------------------------------------------------------------- HH-RLHF
