@@ -1,4 +1,4 @@
-"""DPO / cDPO / IPO / robust DPO: hand-worked values and cross-checks against TRL 1.16's DPOTrainer."""
+"""DPO / cDPO / IPO / robust DPO / hinge: hand-worked values and cross-checks against TRL 1.16's DPOTrainer."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 
-from prefalign.losses import PREFERENCE_LOSSES, dpo_loss, ipo_loss, robust_dpo_loss
+from prefalign.losses import PREFERENCE_LOSSES, dpo_loss, hinge_loss, ipo_loss, robust_dpo_loss
 
 METRIC_KEYS = {
     "rewards/chosen",
@@ -82,6 +82,20 @@ def test_robust_worked_example() -> None:
     torch.testing.assert_close(losses, _t(0.5731388693815918))
     losses0, _ = robust_dpo_loss(*WORKED, beta=0.1)
     torch.testing.assert_close(losses0, dpo_loss(*WORKED, beta=0.1)[0])
+
+
+def test_hinge_worked_example_and_margin() -> None:
+    # beta h = 0.2 (above): max(0, 1 - 0.2) = 0.8. With beta = 1, h = 2 is past the margin: 0.
+    losses, _ = hinge_loss(*WORKED, beta=0.1)
+    torch.testing.assert_close(losses, _t(0.8))
+    torch.testing.assert_close(hinge_loss(*WORKED, beta=1.0)[0], _t(0.0))
+    # At pi = ref the loss is 1 whatever beta; the gradient vanishes past the margin.
+    torch.testing.assert_close(hinge_loss(_t(-1.0), _t(-2.0), _t(-1.0), _t(-2.0), beta=0.3)[0], _t(1.0))
+    pc = _t(-1.0).requires_grad_()
+    hinge_loss(pc, _t(-3.0), _t(-2.0), _t(-2.0), beta=1.0)[0].sum().backward()
+    assert pc.grad is not None and float(pc.grad) == 0.0
+    with pytest.raises(ValueError, match="no label smoothing"):
+        hinge_loss(*WORKED, beta=0.1, label_smoothing=0.1)
 
 
 def test_registry_shares_one_signature() -> None:
@@ -239,6 +253,13 @@ def test_robust_matches_trl() -> None:
     logps, lengths = _random_pairs(seed=3)
     ours, _ = robust_dpo_loss(*logps, beta=0.1, label_smoothing=0.2)
     torch.testing.assert_close(ours, _per_pair_trl("robust", 0.1, 0.2, logps, lengths))
+
+
+@pytest.mark.parametrize("beta", [0.05, 0.1, 1.0])
+def test_hinge_matches_trl(beta: float) -> None:
+    logps, lengths = _random_pairs(seed=4)
+    ours, _ = hinge_loss(*logps, beta=beta)
+    torch.testing.assert_close(ours, _per_pair_trl("hinge", beta, 0.0, logps, lengths))
 
 
 def test_ipo_matches_trl_with_length_normalised_logps() -> None:

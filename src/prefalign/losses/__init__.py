@@ -5,7 +5,7 @@ loss, then reduces with :func:`reduce_loss` (or :func:`reduce_token_loss`) using
 step's global item count.
 """
 
-from prefalign.losses.preference import PREFERENCE_LOSSES, dpo_loss, ipo_loss, robust_dpo_loss
+from prefalign.losses.preference import PREFERENCE_LOSSES, dpo_loss, hinge_loss, ipo_loss, robust_dpo_loss
 from prefalign.losses.reduction import TOKEN_REDUCTION_MODES, reduce_loss, reduce_token_loss
 from prefalign.losses.reward import bradley_terry_loss
 
@@ -17,5 +17,6 @@ __all__ = [
     "ipo_loss",
     "reduce_loss",
     "reduce_token_loss",
+    "hinge_loss",
     "robust_dpo_loss",
 ]

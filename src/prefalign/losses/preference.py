@@ -1,4 +1,4 @@
-"""Offline preference losses on policy and reference log-probabilities: DPO, cDPO, IPO, robust DPO.
+"""Offline preference losses on policy and reference log-probabilities: DPO, cDPO, IPO, robust DPO, hinge.
 
 Every loss here has the same signature, so a recipe can pick one by name from
 :data:`PREFERENCE_LOSSES` and call it with the same arguments::
@@ -207,11 +207,54 @@ def robust_dpo_loss(
     return losses, metrics
 
 
+def hinge_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    *,
+    beta: float,
+    label_smoothing: float = 0.0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Hinge loss on the log-ratio gap (SLiC-HF, Zhao et al. 2023, eq. 2, with a reference model).
+
+    ``loss_i = max(0, 1 - beta h_i)`` with ``h = (pc - rc) - (pr - rr)``: the calibration loss of
+    SLiC with the margin ``delta = 1 / beta`` and log-probs measured against the reference, as in
+    Liu et al. 2024 ("Statistical Rejection Sampling...", RSO) and TRL 1.16's ``loss_type="hinge"``.
+    Unlike the sigmoid loss it stops pushing once a pair is ``1 / beta`` nats apart. At ``pi = ref``
+    it equals 1.
+
+    Args:
+        policy_chosen_logps, policy_rejected_logps: (B,) policy log-probs of each answer.
+        ref_chosen_logps, ref_rejected_logps: (B,) reference log-probs of each answer.
+        beta: inverse margin (> 0).
+        label_smoothing: accepted for the shared signature; the hinge has no smoothed form, so
+            anything but 0 is an error.
+
+    Returns:
+        ``(losses, metrics)``: losses (B,), unreduced; metrics as in
+        :func:`_implicit_reward_metrics` (detached () tensors).
+    """
+    if beta <= 0:
+        raise ValueError(f"beta must be positive, got {beta}")
+    if label_smoothing:
+        raise ValueError("hinge_loss has no label smoothing; use 'cdpo' or 'robust' for noisy labels")
+    chosen_lr, rejected_lr, h = _logratio_difference(
+        policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps
+    )
+    losses = torch.relu(1 - beta * h)
+    metrics = _implicit_reward_metrics(
+        chosen_lr, rejected_lr, policy_chosen_logps, policy_rejected_logps, beta
+    )
+    return losses, metrics
+
+
 PREFERENCE_LOSSES: dict[str, PreferenceLoss] = {
     "sigmoid": dpo_loss,
     # cDPO is the sigmoid loss with label_smoothing > 0; the alias lets configs name it.
     "cdpo": dpo_loss,
     "ipo": ipo_loss,
     "robust": robust_dpo_loss,
+    "hinge": hinge_loss,
 }
 """Preference losses by name. All take ``(pc, pr, rc, rr, *, beta, label_smoothing=0.0)``."""
