@@ -65,24 +65,6 @@ class Inputs:
         return [f not in ORDER_UNKNOWN_FORMATS for f in self.formats]
 
 
-def _pair_to_comparison(pair: PreferencePair, rater_id: str) -> Feedback:
-    """A preference pair as one comparison: ``a`` = chosen, ``winner="a"``, ``strength`` = margin."""
-    from prefalign.feedback.schema import Comparison, text_id
-
-    return Comparison(
-        rater_id=rater_id,
-        item_id=text_id(pair.prompt),
-        prompt=pair.prompt,
-        a_id=text_id(pair.chosen),
-        a=pair.chosen,
-        b_id=text_id(pair.rejected),
-        b=pair.rejected,
-        winner="a",
-        strength=pair.margin,
-        metadata={"subset": pair.subset} if pair.subset is not None else {},
-    )
-
-
 def check_scale(records: Sequence[Feedback], scale: RatingScale, label: str) -> None:
     """Raise :class:`CommandError` naming file, rater, item and field for a rating off ``scale``."""
     from prefalign.feedback.inspect import scale_spec
@@ -108,7 +90,7 @@ def load_inputs(
 ) -> Inputs:
     """Import every file (format detected per file unless given) and concatenate the records."""
     from prefalign.feedback.formats import DataError, PreferencePair
-    from prefalign.feedback.importers import detect_format, import_feedback
+    from prefalign.feedback.importers import detect_format, import_feedback, pair_to_comparison
 
     inputs = Inputs([], [])
     for path in paths:
@@ -121,7 +103,7 @@ def load_inputs(
             raise
         except ValueError as exc:  # e.g. a folder that is not a saved dataset
             raise CommandError(f"{label}: {exc}") from None
-        records = [_pair_to_comparison(r, fmt) if isinstance(r, PreferencePair) else r for r in rows]
+        records = [pair_to_comparison(r, fmt) if isinstance(r, PreferencePair) else r for r in rows]
         if scale is not None:
             check_scale(records, scale, label)
         inputs.records.extend(records)

@@ -1058,30 +1058,34 @@ def load_label_studio(
 # ---------------------------------------------------------------------------------------------- TRL
 
 
+def pair_to_comparison(pair: PreferencePair, rater_id: str, item_id: str | None = None) -> Comparison:
+    """A preference pair as one comparison: ``a`` = chosen, ``winner="a"``, ``strength`` = margin.
+
+    ``item_id`` defaults to the prompt's :func:`text_id`; a pair's ``subset`` goes to the metadata.
+    """
+    return Comparison(
+        rater_id=rater_id,
+        item_id=item_id if item_id is not None else text_id(pair.prompt),
+        prompt=pair.prompt,
+        a_id=text_id(pair.chosen),
+        a=pair.chosen,
+        b_id=text_id(pair.rejected),
+        b=pair.rejected,
+        winner="a",
+        strength=pair.margin,
+        metadata={"subset": pair.subset} if pair.subset is not None else {},
+    )
+
+
 def _parse_trl(row: Any, where: str, rater_id: str) -> list[Comparison]:
-    if isinstance(row, Mapping) and row.get("margin") is not None and row.get("margin") != "":
-        _number("margin", row["margin"])  # formats' check overflows on integers beyond float range
     pair = parse_pair(row, where)
     if pair.margin is not None and pair.margin < 0:
         raise _FieldError(
             "margin", f"expected a non-negative margin (chosen beats rejected), got {pair.margin:g}"
         )
     rater = _optional_id(row, "rater_id") or rater_id
-    item_id = _optional_id(row, "item_id") or _optional_id(row, "prompt_id") or text_id(pair.prompt)
-    return [
-        Comparison(
-            rater_id=rater,
-            item_id=item_id,
-            prompt=pair.prompt,
-            a_id=text_id(pair.chosen),
-            a=pair.chosen,
-            b_id=text_id(pair.rejected),
-            b=pair.rejected,
-            winner="a",
-            strength=pair.margin,
-            metadata={"subset": pair.subset} if pair.subset is not None else {},
-        )
-    ]
+    item_id = _optional_id(row, "item_id") or _optional_id(row, "prompt_id")
+    return [pair_to_comparison(pair, rater, item_id)]
 
 
 def load_trl(
@@ -1204,4 +1208,5 @@ __all__ = [
     "load_shp",
     "load_trl",
     "load_ultrafeedback",
+    "pair_to_comparison",
 ]

@@ -68,6 +68,26 @@ def _implicit_reward_metrics(
     }
 
 
+def _unsmoothed_gap_loss(
+    name: str,
+    logps: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    beta: float,
+    label_smoothing: float,
+    per_pair: Callable[[torch.Tensor], torch.Tensor],
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``per_pair(h)`` for a loss of the log-ratio gap alone that has no label-smoothed form.
+
+    ``logps`` is ``(pc, pr, rc, rr)``, each (B,); returns (B,) losses and the shared metrics.
+    """
+    if beta <= 0:
+        raise ValueError(f"beta must be positive, got {beta}")
+    if label_smoothing:
+        raise ValueError(f"{name} has no label smoothing; use 'cdpo' or 'robust' for noisy labels")
+    chosen_lr, rejected_lr, h = _logratio_difference(*logps)
+    metrics = _implicit_reward_metrics(chosen_lr, rejected_lr, logps[0], logps[1], beta)
+    return per_pair(h), metrics
+
+
 def dpo_loss(
     policy_chosen_logps: torch.Tensor,
     policy_rejected_logps: torch.Tensor,
@@ -150,18 +170,8 @@ def ipo_loss(
         ``(losses, metrics)``: losses (B,), unreduced; metrics as in
         :func:`_implicit_reward_metrics` (detached () tensors).
     """
-    if beta <= 0:
-        raise ValueError(f"beta must be positive, got {beta}")
-    if label_smoothing:
-        raise ValueError("ipo_loss has no label smoothing; use 'cdpo' or 'robust' for noisy labels")
-    chosen_lr, rejected_lr, h = _logratio_difference(
-        policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps
-    )
-    losses = (h - 1 / (2 * beta)) ** 2
-    metrics = _implicit_reward_metrics(
-        chosen_lr, rejected_lr, policy_chosen_logps, policy_rejected_logps, beta
-    )
-    return losses, metrics
+    logps = (policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    return _unsmoothed_gap_loss("ipo_loss", logps, beta, label_smoothing, lambda h: (h - 1 / (2 * beta)) ** 2)
 
 
 def robust_dpo_loss(
@@ -235,18 +245,10 @@ def hinge_loss(
         ``(losses, metrics)``: losses (B,), unreduced; metrics as in
         :func:`_implicit_reward_metrics` (detached () tensors).
     """
-    if beta <= 0:
-        raise ValueError(f"beta must be positive, got {beta}")
-    if label_smoothing:
-        raise ValueError("hinge_loss has no label smoothing; use 'cdpo' or 'robust' for noisy labels")
-    chosen_lr, rejected_lr, h = _logratio_difference(
-        policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps
+    logps = (policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    return _unsmoothed_gap_loss(
+        "hinge_loss", logps, beta, label_smoothing, lambda h: torch.relu(1 - beta * h)
     )
-    losses = torch.relu(1 - beta * h)
-    metrics = _implicit_reward_metrics(
-        chosen_lr, rejected_lr, policy_chosen_logps, policy_rejected_logps, beta
-    )
-    return losses, metrics
 
 
 PREFERENCE_LOSSES: dict[str, PreferenceLoss] = {
