@@ -16,9 +16,33 @@ RECIPES: dict[str, tuple[str, str, str]] = {
     "reward": (
         "prefalign.recipes.reward",
         "RewardConfig",
-        "train a Bradley-Terry reward model on preference pairs",
+        "train a reward model: Bradley-Terry on pairs, Plackett-Luce on rankings, or rating regression",
     ),
-    "dpo": ("prefalign.recipes.dpo", "DPOConfig", "align a policy with DPO / IPO / cDPO on preference pairs"),
+    "dpo": (
+        "prefalign.recipes.dpo",
+        "DPOConfig",
+        "align a policy with DPO / cDPO / IPO / robust / hinge / SimPO / ORPO on preference pairs",
+    ),
+    "kto": (
+        "prefalign.recipes.kto",
+        "KTOConfig",
+        "align a policy with KTO on unpaired desirable / undesirable completions (or pairs)",
+    ),
+    "listwise": (
+        "prefalign.recipes.listwise",
+        "ListwiseConfig",
+        "align a policy with listwise (Plackett-Luce) DPO on rankings of several answers (or pairs)",
+    ),
+    "phf": (
+        "prefalign.recipes.phf",
+        "PHFConfig",
+        "pretrain with human feedback on a scored corpus (conditional, filtering, UL, RWR, AWR)",
+    ),
+    "contrastive": (
+        "prefalign.recipes.contrastive",
+        "ContrastiveConfig",
+        "contrastive alignment: InfoNCE ranks the preferred answer above in-batch negatives",
+    ),
 }
 
 
@@ -47,9 +71,40 @@ def _recipe_command(name: str) -> Callable[[argparse.Namespace], int]:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from prefalign.demo.pipeline import run_demo
+    from prefalign.config import ConfigError
+    from prefalign.demo.pipeline import parse_methods, run_demo
 
-    run_demo(args.output_dir, quick=args.quick, seed=args.seed)
+    try:
+        methods = parse_methods(args.method)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    run_demo(args.output_dir, quick=args.quick, seed=args.seed, methods=methods)
+    return 0
+
+
+def _reward_eval(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from prefalign.eval.reward import format_report
+    from prefalign.feedback.formats import load_pairs
+    from prefalign.models import load_reward_model
+    from prefalign.recipes.reward import evaluate_pairs
+
+    models, tokenizer = [], None
+    for path in args.model:
+        model, tokenizer = load_reward_model(path)
+        models.append(model)
+    pairs = list(load_pairs(args.data))
+    report = {"data": args.data, "models": args.model}
+    report.update(
+        evaluate_pairs(models, tokenizer, pairs, max_length=args.max_length, batch_size=args.batch_size)
+    )
+    print(format_report(report))
+    if args.out:
+        from prefalign.utils import atomic_write_text
+
+        atomic_write_text(Path(args.out), json.dumps(report, indent=2) + "\n")
     return 0
 
 
@@ -88,7 +143,27 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--output-dir", default="runs/demo", help="where summary.json and report.html go")
     demo.add_argument("--quick", action="store_true", help="a smaller run (about 3 minutes) for smoke tests")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument(
+        "--method",
+        default="dpo",
+        help="alignment method(s), comma-separated, compared side by side in the report: "
+        "dpo, ipo, hinge, rpo, simpo, orpo, kto, contrastive (default: dpo)",
+    )
     demo.set_defaults(handler=_demo)
+    reward_eval = sub.add_parser(
+        "reward-eval",
+        help="score a reward model (or an ensemble of several) on a pair file, RewardBench-style",
+        description="Accuracy (r(chosen) > r(rejected)) overall and per subset, beside the "
+        "longer-answer baseline, with calibration error; several --model give an ensemble.",
+    )
+    reward_eval.add_argument(
+        "--model", action="append", required=True, help="a reward model folder (repeatable)"
+    )
+    reward_eval.add_argument("--data", default="hhh", help="pair file or built-in set (default: hhh)")
+    reward_eval.add_argument("--out", help="also write the report as JSON here")
+    reward_eval.add_argument("--max-length", type=int, default=512)
+    reward_eval.add_argument("--batch-size", type=int, default=32)
+    reward_eval.set_defaults(handler=_reward_eval)
     models = sub.add_parser("models", help="list built-in models, or prepare (convert and cache) one")
     models.add_argument(
         "--prepare", metavar="NAME", help="convert/cache a built-in model and print its folder"

@@ -1,7 +1,7 @@
 """``prefalign demo --quick`` end to end on the real packaged models (SmolLM2 + MiniLM).
 
 Slow: converts SmolLM2 on first use (about 20 s) and runs the whole pipeline (about 2 minutes on
-2 CPU cores). The thresholds are far below what the quick run measures (VADER 0.14 -> 0.54), so
+2 CPU cores), here with two methods (DPO and SimPO) side by side. The thresholds are far below what the quick run measures (VADER 0.14 -> 0.54), so
 the test checks that the pipeline steers the policy, not the exact figure.
 """
 
@@ -21,7 +21,7 @@ SUMMARY_KEYS = {"gold_mean", "gold_strong_rate", "judge2_mean", "reward_mean", "
 @pytest.mark.slow
 def test_quick_demo_writes_summary_and_report_and_moves_sentiment(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    assert main(["demo", "--quick", "--output-dir", str(out)]) == 0
+    assert main(["demo", "--quick", "--output-dir", str(out), "--method", "dpo,simpo"]) == 0
 
     summary = json.loads((out / "summary.json").read_text())
     assert SUMMARY_KEYS <= set(summary["before"]) and SUMMARY_KEYS <= set(summary["after"])
@@ -35,12 +35,19 @@ def test_quick_demo_writes_summary_and_report_and_moves_sentiment(tmp_path: Path
     assert (out / "feedback.jsonl").read_text().count("\n") == summary["num_feedback_records"]
     assert (out / "pairs.jsonl").read_text().count("\n") == summary["num_pairs"]
     assert (out / "dpo" / "final" / "config.json").exists()
+    # Both methods trained on the same pairs and were scored on the same prompts.
+    assert (out / "simpo" / "final" / "config.json").exists()
+    assert summary["method"] == "dpo" and list(summary["methods"]) == ["dpo", "simpo"]
+    assert summary["methods"]["dpo"]["gold_mean"] == summary["after"]["gold_mean"]
+    for name in ("dpo", "simpo"):
+        assert SUMMARY_KEYS <= set(summary["methods"][name]) and summary["methods"][name]["kl"] > 0
 
     report = (out / "report.html").read_text()
     assert "data:image/png;base64," in report
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
-    assert {s["phase"] for s in samples} == {"before", "after"}
+    assert {s["phase"] for s in samples} == {"before", "dpo", "simpo"}
+    assert "Methods side by side" in report
     first_before = next(s for s in samples if s["phase"] == "before")
-    first_after = next(s for s in samples if s["phase"] == "after")
+    first_after = next(s for s in samples if s["phase"] == "dpo")
     assert html.escape(first_before["completion"]) in report  # example generations, before
     assert html.escape(first_after["completion"]) in report  # ... and after

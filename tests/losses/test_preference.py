@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 
-from prefalign.losses import PREFERENCE_LOSSES, dpo_loss, hinge_loss, ipo_loss, robust_dpo_loss
+from prefalign.losses import PREFERENCE_LOSSES, dpo_loss, hinge_loss, ipo_loss, robust_dpo_loss, with_sft_loss
 
 METRIC_KEYS = {
     "rewards/chosen",
@@ -151,13 +151,18 @@ class _FakeLM:
 
 
 def _trl_dpo(
-    loss_type: str,
+    loss_type: str | list[str],
     beta: float,
     label_smoothing: float,
     logps: tuple[torch.Tensor, ...],
     lengths: tuple[torch.Tensor, torch.Tensor],
+    loss_weights: list[float] | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """TRL's batch-mean loss and logged metrics for pairs with given sequence logps and lengths."""
+    """TRL's batch-mean loss and logged metrics for pairs with given sequence logps and lengths.
+
+    ``loss_type`` may be a list, combined with ``loss_weights`` as TRL's ``DPOConfig`` does.
+    """
+    loss_types = [loss_type] if isinstance(loss_type, str) else loss_type
     trainer_mod = pytest.importorskip("trl.trainer.dpo_trainer")
     pc, pr, rc, rr = logps
     b = pc.shape[0]
@@ -188,8 +193,8 @@ def _trl_dpo(
         precompute_ref_logps=True,
         ld_alpha=None,
         f_divergence_type="reverse_kl",
-        loss_types=[loss_type],
-        loss_weights=[1.0],
+        loss_types=loss_types,
+        loss_weights=loss_weights or [1.0] * len(loss_types),
         beta=beta,
         label_smoothing=label_smoothing,
         use_weighting=False,
@@ -212,7 +217,12 @@ def _random_pairs(
 
 
 def _per_pair_trl(
-    loss_type: str, beta: float, eps: float, logps: tuple[torch.Tensor, ...], lengths: Any
+    loss_type: str | list[str],
+    beta: float,
+    eps: float,
+    logps: tuple[torch.Tensor, ...],
+    lengths: Any,
+    loss_weights: list[float] | None = None,
 ) -> torch.Tensor:
     # TRL returns only the batch mean; one pair per call recovers the per-example losses.
     out = [
@@ -222,6 +232,7 @@ def _per_pair_trl(
             eps,
             tuple(x[i : i + 1] for x in logps),
             (lengths[0][i : i + 1], lengths[1][i : i + 1]),
+            loss_weights,
         )[0]
         for i in range(logps[0].shape[0])
     ]
@@ -277,3 +288,17 @@ def test_ipo_matches_trl_with_length_normalised_logps() -> None:
     torch.testing.assert_close(
         ipo_loss(*logps, beta=0.1)[0], _per_pair_trl("ipo", 0.1, 0.0, logps, (ones, ones))
     )
+
+
+@pytest.mark.parametrize(("loss", "sft_coef"), [("sigmoid", 1.0), ("hinge", 0.3), ("robust", 2.0)])
+def test_sft_term_matches_trl_loss_type_sft(loss: str, sft_coef: float) -> None:
+    # TRL 1.16: loss_type=[loss, "sft"], loss_weights=[1, sft_coef]. Its SFT term is the token mean
+    # of the chosen answers' NLL over the batch; for one pair that is -log pi(y_c) / |y_c|.
+    logps, (n_c, n_r) = _random_pairs(seed=5)
+    eps = 0.1 if loss == "robust" else 0.0
+    nll = -logps[0] / n_c.double()
+    ours, _ = with_sft_loss(
+        PREFERENCE_LOSSES[loss](*logps, beta=0.1, label_smoothing=eps), nll, sft_coef=sft_coef
+    )
+    expected = _per_pair_trl([loss, "sft"], 0.1, eps, logps, (n_c, n_r), [1.0, sft_coef])
+    torch.testing.assert_close(ours, expected)

@@ -245,12 +245,47 @@ def train_reward_model(out: Path, cfg: DemoSettings, seed: int) -> Any:
     return reward.train(rm_cfg)
 
 
-def train_policy(out: Path, cfg: DemoSettings, seed: int) -> Any:
-    """``prefalign.recipes.dpo`` with LoRA on ``pairs.jsonl`` into ``out/dpo`` (merged model in ``final/``)."""
-    from prefalign.config import DataConfig, ModelConfig, TrainConfig
-    from prefalign.recipes import dpo
+# Each demo method: the recipe module, its config class, and the method's own settings. All train
+# LoRA on the same pairs with the same optimiser settings, so the report compares objectives only.
+# Method settings follow each paper's recommended regime (SimPO: beta 2, gamma/beta 0.5; ORPO:
+# lambda 0.1; IPO: tau = beta; KTO: beta 0.1, equal class weights for balanced pairs).
+DEMO_METHODS: dict[str, dict[str, Any]] = {
+    "dpo": {"recipe": "dpo", "options": {"loss": "sigmoid"}},
+    "ipo": {"recipe": "dpo", "options": {"loss": "ipo"}},
+    "hinge": {"recipe": "dpo", "options": {"loss": "hinge"}},
+    "rpo": {"recipe": "dpo", "options": {"loss": "sigmoid", "sft_coef": 1.0}},
+    "simpo": {"recipe": "dpo", "options": {"loss": "simpo", "beta": 2.0, "simpo_gamma": 1.0}},
+    "orpo": {"recipe": "dpo", "options": {"loss": "orpo", "beta": 0.1}},
+    "kto": {"recipe": "kto", "options": {}},
+    "contrastive": {
+        "recipe": "contrastive",
+        "options": {"score": "likelihood", "reference": True, "length_normalize": False, "temperature": 10.0},
+    },
+}
+_CONFIG_CLASSES = {"dpo": "DPOConfig", "kto": "KTOConfig", "contrastive": "ContrastiveConfig"}
 
-    dpo_cfg = dpo.DPOConfig(
+
+def parse_methods(spec: str | Sequence[str]) -> list[str]:
+    """``"dpo,ipo"`` (or a list) -> checked method names, in order, without repeats."""
+    names = [m.strip() for m in (spec.split(",") if isinstance(spec, str) else spec) if m.strip()]
+    unknown = [m for m in names if m not in DEMO_METHODS]
+    if unknown or not names:
+        raise ValueError(f"--method: unknown {unknown or spec!r}; choose from {', '.join(DEMO_METHODS)}")
+    return list(dict.fromkeys(names))
+
+
+def train_policy(out: Path, cfg: DemoSettings, seed: int, method: str = "dpo") -> Any:
+    """Align the policy with LoRA on ``pairs.jsonl`` by ``method`` into ``out/<method>``
+    (merged model in ``final/``)."""
+    import importlib
+
+    from prefalign.config import DataConfig, ModelConfig, TrainConfig
+
+    spec = DEMO_METHODS[method]
+    module = importlib.import_module(f"prefalign.recipes.{spec['recipe']}")
+    config_cls = getattr(module, _CONFIG_CLASSES[spec["recipe"]])
+    options = {"beta": cfg.dpo_beta, **spec["options"]}
+    config = config_cls(
         model=ModelConfig(name=POLICY, lora=True, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha),
         data=DataConfig(
             train=str(out / "pairs.jsonl"), max_length=cfg.max_new_tokens + 96, max_prompt_length=96
@@ -264,11 +299,11 @@ def train_policy(out: Path, cfg: DemoSettings, seed: int) -> Any:
             lr_scheduler="linear",
             seed=seed,
         ),
-        beta=cfg.dpo_beta,
-        output_dir=str(out / "dpo"),
+        output_dir=str(out / method),
         overwrite=True,
+        **{k: v for k, v in options.items() if k in {f.name for f in dataclasses.fields(config_cls)}},
     )
-    return dpo.train(dpo_cfg)
+    return module.train(config)
 
 
 class _Timer:
@@ -308,16 +343,23 @@ def _print_table(summary: dict[str, Any]) -> None:
 
     from prefalign.eval.report import METRIC_LABELS
 
+    methods = summary.get("methods") or {
+        summary.get("method", "after"): {**summary["after"], "kl": summary["kl"]}
+    }
     table = Table(title="prefalign demo: positive-sentiment steering (held-out prompts)")
-    for col in ("metric", "before", "after", "change"):
-        table.add_column(col, justify="left" if col == "metric" else "right")
+    table.add_column("metric", justify="left")
+    for col in ("before", *methods):
+        table.add_column(col, justify="right")
     for key, label in METRIC_LABELS.items():
-        b, a = summary["before"].get(key), summary["after"].get(key)
-        if b is None or a is None:
+        b = summary["before"].get(key)
+        values = [m.get(key) for m in methods.values()]
+        if b is None or any(v is None for v in values):
             continue
-        table.add_row(label, f"{b:.3f}", f"{a:.3f}", f"{a - b:+.3f}")
-    table.add_row("KL(policy || reference), nats", "0", f"{summary['kl']:.3f}", "")
-    table.add_row("reward model held-out accuracy", "", f"{summary['reward_model_accuracy']:.3f}", "")
+        table.add_row(label, f"{b:.3f}", *(f"{v:.3f} ({v - b:+.3f})" for v in values))
+    table.add_row("KL(policy || reference), nats", "0", *(f"{m['kl']:.3f}" for m in methods.values()))
+    table.add_row(
+        "reward model held-out accuracy", f"{summary['reward_model_accuracy']:.3f}", *[""] * len(methods)
+    )
     Console().print(table)
     Console().print(_raters_line(summary))
     Console().print(f"total {summary['seconds']:.0f}s; stages {summary['stage_seconds']}")
@@ -336,18 +378,30 @@ def _raters_line(summary: dict[str, Any]) -> str:
 
 
 def run_demo(
-    output_dir: str | Path, *, quick: bool = False, seed: int = 0, settings: DemoSettings | None = None
+    output_dir: str | Path,
+    *,
+    quick: bool = False,
+    seed: int = 0,
+    settings: DemoSettings | None = None,
+    methods: str | Sequence[str] = "dpo",
 ) -> dict[str, Any]:
-    """Run the whole demo into ``output_dir``; returns the summary (also ``summary.json``)."""
+    """Run the whole demo into ``output_dir``; returns the summary (also ``summary.json``).
+
+    ``methods`` (e.g. ``"dpo,ipo,kto,orpo,simpo"``, see :data:`DEMO_METHODS`) each align the same
+    base policy on the same pairs; every one is evaluated on the same held-out prompts, and the
+    summary's ``methods`` and the report put them side by side. ``before``/``after``/``kl`` keep the
+    first method's numbers.
+    """
     import torch
 
     from prefalign.eval.metrics import kl_to_reference, pearson
-    from prefalign.eval.report import bars_png, curve_png, histogram_png, write_report
+    from prefalign.eval.report import bars_png, curve_png, histogram_png, scatter_png, write_report
     from prefalign.models import load_causal_lm, load_reward_model
     from prefalign.rollout import GenerationStats, SamplingConfig, generate
     from prefalign.utils import seed_everything
 
     cfg = settings or (QUICK if quick else FULL)
+    method_names = parse_methods(methods)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     timer = _Timer()
@@ -380,12 +434,6 @@ def run_demo(
         rm, rm_tokenizer = load_reward_model(rm_result.final_dir)
         rm.eval()
 
-    with timer.stage("dpo"):
-        dpo_result = train_policy(out, cfg, seed)
-        dpo_losses = [
-            json.loads(line)["loss"] for line in (out / "dpo" / "metrics.jsonl").read_text().splitlines()
-        ]
-
     eval_sampling = dataclasses.replace(
         sampling, n=cfg.eval_samples_per_prompt, max_new_tokens=cfg.eval_max_new_tokens, seed=seed + 10_000
     )
@@ -393,11 +441,36 @@ def run_demo(
         before_samples = generate(base, tokenizer, eval_prompts, eval_sampling, stats=gen_stats)
         before, before_gold, before_rm = _evaluate(before_samples, rm, rm_tokenizer)
 
-    with timer.stage("evaluate after"):
-        policy, _ = load_causal_lm(dpo_result.final_dir)
-        after_samples = generate(policy, tokenizer, eval_prompts, eval_sampling, stats=gen_stats)
-        after, after_gold, after_rm = _evaluate(after_samples, rm, rm_tokenizer)
-        kl = kl_to_reference(policy, after_samples, reference=base, pad_id=tokenizer.pad_token_id)
+    results: dict[str, dict[str, Any]] = {}
+    for method in method_names:
+        with timer.stage(method):
+            result = train_policy(out, cfg, seed, method)
+            losses = [
+                json.loads(line)["loss"] for line in (out / method / "metrics.jsonl").read_text().splitlines()
+            ]
+        with timer.stage(f"evaluate {method}"):
+            policy, _ = load_causal_lm(result.final_dir)
+            samples = generate(policy, tokenizer, eval_prompts, eval_sampling, stats=gen_stats)
+            metrics, gold, rm_scores = _evaluate(samples, rm, rm_tokenizer)
+            kl = kl_to_reference(policy, samples, reference=base, pad_id=tokenizer.pad_token_id)
+            del policy
+        results[method] = {
+            "metrics": metrics,
+            "gold": gold,
+            "rm": rm_scores,
+            "samples": samples,
+            "kl": kl,
+            "steps": result.steps,
+            "losses": losses,
+        }
+    first = results[method_names[0]]
+    after, after_gold, after_rm, after_samples = (
+        first["metrics"],
+        first["gold"],
+        first["rm"],
+        first["samples"],
+    )
+    kl, dpo_losses = first["kl"], first["losses"]
 
     rm_eval = rm_result.eval_metrics or {}
     summary: dict[str, Any] = {
@@ -416,8 +489,20 @@ def run_demo(
         **{k: v for k, v in feedback.items() if k not in ("raters", "suspected_spammers")},
         "train_eos_rate": sum(s.finished for s in train_samples) / max(1, len(train_samples)),
         "generation_tokens_per_second": round(gen_stats.tokens_per_second, 1),
-        "dpo_steps": dpo_result.steps,
+        "method": method_names[0],
+        "dpo_steps": first["steps"],
         "dpo_final_loss": dpo_losses[-1] if dpo_losses else float("nan"),
+        "methods": {
+            name: {
+                **r["metrics"],
+                "kl": r["kl"]["kl"],
+                "kl_stderr": r["kl"]["kl_stderr"],
+                "steps": r["steps"],
+                "final_loss": r["losses"][-1] if r["losses"] else float("nan"),
+                "train_seconds": timer.stages.get(name, float("nan")),
+            }
+            for name, r in results.items()
+        },
         "suspected_spammers": feedback["suspected_spammers"],
         "raters": feedback["raters"],
         "stage_seconds": timer.stages,
@@ -440,7 +525,7 @@ def run_demo(
             + "\n"
             for phase, group, golds in (
                 ("before", before_samples, before_gold),
-                ("after", after_samples, after_gold),
+                *((name, r["samples"], r["gold"]) for name, r in results.items()),
             )
             for s, g in zip(group, golds, strict=True)
         ),
@@ -460,7 +545,7 @@ def run_demo(
     ]
     plots = [
         (
-            "VADER compound of held-out completions, before vs after DPO",
+            f"VADER compound of held-out completions, before vs after {method_names[0]}",
             histogram_png(before_gold, after_gold, title="VADER compound (gold)", xlabel="compound"),
         ),
         (
@@ -473,8 +558,28 @@ def run_demo(
             ),
         ),
     ]
-    if dpo_losses:
-        plots.append(("DPO training loss per step", curve_png(dpo_losses, title="DPO loss", ylabel="loss")))
+    for name, r in results.items():
+        if r["losses"]:
+            plots.append(
+                (
+                    f"{name} training loss per step",
+                    curve_png(r["losses"], title=f"{name} loss", ylabel="loss"),
+                )
+            )
+    if len(results) > 1:
+        plots.insert(
+            0,
+            (
+                "Gold score (VADER mean) against KL to the reference, one point per method",
+                scatter_png(
+                    {name: (r["kl"]["kl"], r["metrics"]["gold_mean"]) for name, r in results.items()},
+                    title="gold vs KL",
+                    xlabel="KL(policy || reference), nats",
+                    ylabel="VADER compound mean",
+                    baseline=("base", before["gold_mean"]),
+                ),
+            ),
+        )
     write_report(
         out / "report.html",
         title="prefalign demo: positive-sentiment steering of SmolLM2-135M-Instruct",
@@ -484,7 +589,7 @@ def run_demo(
         notes=[
             f"Prompts: '{PROMPT_TEMPLATE}' with held-out movie titles disjoint from the training titles.",
             "Gold judge: VADER compound (hidden truth of the simulated raters); second judge: TextBlob polarity.",
-            "KL: k1 estimator, mean over the DPO policy's own samples of sum_t log pi - log ref.",
+            "KL: k1 estimator, mean over each aligned policy's own samples of sum_t log pi - log ref.",
             _raters_line(summary),
         ],
     )

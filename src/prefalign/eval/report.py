@@ -101,6 +101,51 @@ def curve_png(values: Sequence[float], *, title: str, ylabel: str) -> str:
     return _png(fig)
 
 
+def scatter_png(
+    points: dict[str, tuple[float, float]],
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    baseline: tuple[str, float] | None = None,
+) -> str:
+    """Labelled points (name -> (x, y)), e.g. each method's gold score against its KL, as a data URI."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    for name, (x, y) in points.items():
+        if _finite(x) and _finite(y):
+            ax.scatter([x], [y], color="#2f7ed8")
+            ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=9)
+    if baseline is not None:
+        ax.axhline(baseline[1], color="#8c8c8c", linestyle="--", linewidth=1, label=baseline[0])
+        ax.legend()
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    return _png(fig)
+
+
+def methods_table(before: dict[str, Any], methods: dict[str, dict[str, Any]]) -> str:
+    """HTML table with one row per alignment method (and the base policy): the metrics of
+    :data:`METRIC_LABELS`, then KL to the reference and training steps."""
+    keys = [k for k in METRIC_LABELS if any(k in m for m in methods.values())]
+    header = "".join(f"<th>{html.escape(METRIC_LABELS[k])}</th>" for k in keys)
+    rows = [
+        f"<tr><td>base (before)</td>{''.join(f'<td>{_fmt(before.get(k))}</td>' for k in keys)}<td>0</td><td></td></tr>"
+    ]
+    for name, m in methods.items():
+        cells = "".join(f"<td>{_fmt(m.get(k))}</td>" for k in keys)
+        kl = f"{_fmt(m.get('kl'))} &plusmn; {_fmt(m.get('kl_stderr'))}"
+        rows.append(
+            f"<tr><td>{html.escape(name)}</td>{cells}<td>{kl}</td><td>{_fmt(m.get('steps'))}</td></tr>"
+        )
+    return f"<table><tr><th>method</th>{header}<th>KL, nats</th><th>steps</th></tr>{''.join(rows)}</table>"
+
+
 def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
 
@@ -168,13 +213,27 @@ def render_report(
         if uri.startswith("data:image/png;base64,")
     )
     notes_html = "".join(f"<p class='muted'>{html.escape(n)}</p>" for n in notes)
-    extra = {k: v for k, v in summary.items() if isinstance(v, dict | list) and k not in ("before", "after")}
+    methods = summary.get("methods") or {}
+    methods_html = (
+        f"<h2>Methods side by side (same pairs, same held-out prompts)</h2>{methods_table(before, methods)}"
+        if len(methods) > 1
+        else ""
+    )
+    extra = {
+        k: v
+        for k, v in summary.items()
+        if isinstance(v, dict | list)
+        and k not in ("before", "after")
+        and not (k == "methods" and methods_html)
+    }
     extra_html = html.escape(json.dumps(extra, indent=2, default=str)) if extra else ""
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"
         f"<h1>{html.escape(title)}</h1>{notes_html}"
-        f"<h2>Before vs after (held-out prompts)</h2>{metrics_table(before, after)}"
+        f"{methods_html}"
+        f"<h2>Before vs after{' (' + html.escape(str(summary['method'])) + ')' if 'method' in summary else ''}"
+        f" (held-out prompts)</h2>{metrics_table(before, after)}"
         f"<table>{facts}</table>"
         f"<h2>Plots</h2><div class='plots'>{plot_html}</div>"
         f"<h2>Example generations</h2>{examples_html(examples)}"

@@ -18,6 +18,13 @@ SFT rows (``load_sft_rows``) follow TRL's SFT formats: ``{"prompt", "completion"
 conversational), ``{"messages": [...]}`` (prompt = every message but the final assistant one,
 completion = that final assistant message) and ``{"text": ...}`` (prompt ``""``).
 
+Unpaired rows (``load_unpaired_rows``, for KTO) follow TRL's unpaired preference format
+``{"prompt", "completion", "label": bool}`` (True = desirable). Listwise rows
+(``load_listwise_rows``) are ``{"prompt", "responses": [...], "ranks": [...]}`` as
+``prefalign data convert --to listwise`` writes them (rank 1 = best, equal ranks = ties). Both also
+read pair rows, so one pair file trains every method: a pair becomes a desirable and an undesirable
+row, or a ranking of two.
+
 Sources: ``.jsonl`` (``.json`` holding a list of rows is also read), ``.parquet``, ``.csv`` (cells
 holding a JSON list of messages are read as conversations), a folder written by
 ``datasets.Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``, an in-memory ``datasets.Dataset``
@@ -39,10 +46,13 @@ import os
 import random
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+if TYPE_CHECKING:
+    from prefalign.feedback.convert import ListwiseRow
 
 logger = logging.getLogger("prefalign.feedback")
 
@@ -604,6 +614,192 @@ def load_sft_rows(
     return _load(source, parse_sft_row, split=split, on_error=on_error, report_path=report_path)
 
 
+# ------------------------------------------------------------------------- unpaired and listwise rows
+
+
+@dataclass(frozen=True)
+class UnpairedRow:
+    """One completion judged on its own (TRL's unpaired preference format), for KTO.
+
+    ``label`` is True for a desirable completion, False for an undesirable one.
+    """
+
+    prompt: Text
+    completion: Text
+    label: bool
+    source: str | None = None  # "file.jsonl:12"; both halves of a pair row share it
+
+    @property
+    def is_conversational(self) -> bool:
+        return isinstance(self.prompt, list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"prompt": self.prompt, "completion": self.completion, "label": self.label}
+
+
+def _label_of(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):  # CSV cells are strings
+        return value.strip().lower() == "true"
+    raise _FieldError("label", f"expected true (desirable) or false (undesirable), got {_type_name(value)}")
+
+
+def _answer(field: str, value: Any, prompt: Text) -> Text:
+    """A completion: text or messages of the prompt's kind, with an assistant turn when messages."""
+    if value is None:
+        raise _FieldError(field, "missing")
+    answer = _check_text(field, value)
+    _same_kind(field, answer, "prompt", prompt)
+    if isinstance(answer, list):
+        _require_assistant(field, answer)
+    return answer
+
+
+def parse_unpaired_rows(row: Any, source: str | None = None) -> list[UnpairedRow]:
+    """Validate one unpaired row (one record) or one pair row (two records: desirable, undesirable)."""
+    if not isinstance(row, Mapping):
+        raise _FieldError(
+            "<row>", f"expected an object with 'prompt', 'completion' and 'label', got {_type_name(row)}"
+        )
+    if row.get("completion") is None and row.get("label") is None:
+        if row.get("chosen") is None and row.get("rejected") is None:
+            raise _FieldError(
+                "<row>",
+                "expected 'prompt'+'completion'+'label' (unpaired) or 'chosen'+'rejected' (a pair); found neither",
+            )
+        pair = parse_pair(row, source)
+        return [
+            UnpairedRow(pair.prompt, pair.chosen, True, source),
+            UnpairedRow(pair.prompt, pair.rejected, False, source),
+        ]
+    if row.get("prompt") is None:
+        raise _FieldError("prompt", "missing")
+    prompt = _check_text("prompt", row["prompt"])
+    completion = _answer("completion", row.get("completion"), prompt)
+    if row.get("label") is None:
+        raise _FieldError("label", "missing; true for a desirable completion, false for an undesirable one")
+    return [UnpairedRow(prompt, completion, _label_of(row["label"]), source)]
+
+
+def parse_listwise_row(row: Any, source: str | None = None) -> ListwiseRow:
+    """Validate one listwise row (or a pair row, a ranking of two); responses come back best first.
+
+    Ranks are integers >= 1, lower is better, equal ranks are ties; they are renumbered densely
+    (1, 1, 2 for 1, 1, 3) and the responses sorted by rank (stably, so tied responses keep their order).
+    A row whose responses all tie is kept (``data convert`` can write one); it adds nothing to a
+    Plackett-Luce loss.
+    """
+    from prefalign.feedback.convert import ListwiseRow  # convert imports this module
+
+    if not isinstance(row, Mapping):
+        raise _FieldError(
+            "<row>", f"expected an object with 'prompt', 'responses' and 'ranks', got {_type_name(row)}"
+        )
+    if row.get("responses") is None:
+        if row.get("chosen") is None and row.get("rejected") is None:
+            raise _FieldError(
+                "<row>",
+                "expected 'prompt'+'responses'+'ranks' (a ranking) or 'chosen'+'rejected' (a pair); found neither",
+            )
+        pair = parse_pair(row, source)
+        return ListwiseRow(pair.prompt, [pair.chosen, pair.rejected], [1, 2], source)
+    if row.get("prompt") is None:
+        raise _FieldError("prompt", "missing")
+    prompt = _check_text("prompt", row["prompt"])
+    raw = row["responses"]
+    if not isinstance(raw, (list, tuple)) or len(raw) < 2:
+        shown = f"{len(raw)} response" if isinstance(raw, (list, tuple)) else _type_name(raw)
+        raise _FieldError("responses", f"expected a list of at least two responses, got {shown}")
+    responses: list[Text] = []
+    for index, value in enumerate(raw):
+        try:
+            responses.append(_answer("responses", value, prompt))
+        except _FieldError as exc:
+            raise _FieldError("responses", f"response {index}: {exc.message}") from None
+        for earlier in range(index):
+            if responses[earlier] == responses[index]:
+                raise _FieldError("responses", f"responses {earlier} and {index} are identical")
+    ranks = row.get("ranks")
+    if ranks is None:
+        raise _FieldError("ranks", "missing; give each response's rank (1 = best, equal ranks for ties)")
+    if not isinstance(ranks, (list, tuple)) or len(ranks) != len(responses):
+        shown = f"{len(ranks)} ranks" if isinstance(ranks, (list, tuple)) else _type_name(ranks)
+        raise _FieldError("ranks", f"expected one rank per response ({len(responses)}), got {shown}")
+    for index, rank in enumerate(ranks):
+        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+            raise _FieldError("ranks", f"rank {index} must be an integer >= 1, got {rank!r}")
+    dense = {rank: level for level, rank in enumerate(sorted(set(ranks)), start=1)}
+    order = sorted(range(len(responses)), key=lambda i: ranks[i])
+    return ListwiseRow(prompt, [responses[i] for i in order], [dense[ranks[i]] for i in order], source)
+
+
+def _load_expanded(
+    source: Any,
+    parse: Any,
+    expand_pair: Any,
+    *,
+    split: str | None,
+    on_error: OnError,
+    report_path: str | os.PathLike | None,
+) -> LoadedRows:
+    """``_load`` with the built-in datasets (pairs) routed through ``expand_pair``."""
+    if _builtin(source) is not None:
+        pairs = load_pairs(source, split=split, on_error=on_error, report_path=report_path)
+        return LoadedRows([r for p in pairs for r in expand_pair(p)], pairs.errors)
+    return _load(source, parse, split=split, on_error=on_error, report_path=report_path)
+
+
+def load_unpaired_rows(
+    source: str | os.PathLike | Any,
+    *,
+    split: str | None = None,
+    on_error: OnError = "raise",
+    report_path: str | os.PathLike | None = None,
+) -> list[UnpairedRow]:
+    """Load and validate unpaired rows ``{prompt, completion, label}`` (TRL's unpaired format).
+
+    Pair rows (and built-in pair datasets) are read too: each gives a desirable row (chosen) and an
+    undesirable row (rejected) with the same ``source``. Same sources and error handling as
+    :func:`load_pairs`: a bad row raises :class:`DataError` naming file, line and field.
+    """
+
+    def expand(pair: PreferencePair) -> list[UnpairedRow]:
+        return parse_unpaired_rows(pair.to_dict(), pair.source)
+
+    nested = _load_expanded(
+        source,
+        parse_unpaired_rows,  # one list of records per row, flattened below
+        lambda pair: [expand(pair)],
+        split=split,
+        on_error=on_error,
+        report_path=report_path,
+    )
+    return LoadedRows([r for group in nested for r in group], nested.errors)
+
+
+def load_listwise_rows(
+    source: str | os.PathLike | Any,
+    *,
+    split: str | None = None,
+    on_error: OnError = "raise",
+    report_path: str | os.PathLike | None = None,
+) -> list[ListwiseRow]:
+    """Load and validate listwise rows ``{prompt, responses, ranks}`` (best first after loading).
+
+    Pair rows (and built-in pair datasets) are read as rankings of two. Same sources and error
+    handling as :func:`load_pairs`: a bad row raises :class:`DataError` naming file, line and field.
+    """
+    return _load_expanded(
+        source,
+        parse_listwise_row,
+        lambda pair: [parse_listwise_row(pair.to_dict(), pair.source)],
+        split=split,
+        on_error=on_error,
+        report_path=report_path,
+    )
+
+
 # ------------------------------------------------------------------------------------------- saving
 
 
@@ -684,23 +880,37 @@ def save_pairs(pairs: Iterable[PreferencePair], path: str | os.PathLike) -> Path
 def split_pairs(
     pairs: Sequence[PreferencePair], *, eval_fraction: float, seed: int
 ) -> tuple[list[PreferencePair], list[PreferencePair]]:
-    """Deterministic train/eval split, stratified by ``subset`` when the pairs have subsets.
+    """Deterministic train/eval split of pairs, stratified by ``subset`` (see :func:`split_rows`)."""
+    return split_rows(pairs, eval_fraction=eval_fraction, seed=seed, stratum=lambda pair: pair.subset)
 
-    The eval set has ``round(len(pairs) * eval_fraction)`` pairs (at least one, and leaving at least one
-    for training, when ``0 < eval_fraction`` and there are two or more pairs), shared out between the
-    subsets in proportion to their sizes (largest remainders). Both halves keep the input order. The
-    result depends only on the pairs' order, ``eval_fraction`` and ``seed``.
+
+RowT = TypeVar("RowT")
+
+
+def split_rows(
+    rows: Sequence[RowT],
+    *,
+    eval_fraction: float,
+    seed: int,
+    stratum: Callable[[RowT], str | None] = lambda row: None,
+) -> tuple[list[RowT], list[RowT]]:
+    """Deterministic train/eval split of any rows, stratified by ``stratum(row)`` (e.g. the subset).
+
+    The eval set has ``round(len(rows) * eval_fraction)`` rows (at least one, and leaving at least one
+    for training, when ``0 < eval_fraction`` and there are two or more rows), shared out between the
+    strata in proportion to their sizes (largest remainders). Both halves keep the input order. The
+    result depends only on the rows' order, ``eval_fraction`` and ``seed``.
     """
     if not 0.0 <= eval_fraction < 1.0:
         raise ValueError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
-    pairs = list(pairs)
-    total = len(pairs)
+    rows = list(rows)
+    total = len(rows)
     n_eval = round(total * eval_fraction)
     if eval_fraction > 0 and total >= 2:
         n_eval = min(max(n_eval, 1), total - 1)
     groups: dict[str | None, list[int]] = {}
-    for index, pair in enumerate(pairs):
-        groups.setdefault(pair.subset, []).append(index)
+    for index, row in enumerate(rows):
+        groups.setdefault(stratum(row), []).append(index)
     # Largest-remainder allocation of n_eval across the subsets, ties broken by subset name.
     keys = sorted(groups, key=lambda k: (k is not None, k or ""))
     quotas = {k: n_eval * len(groups[k]) / total for k in keys} if total else {}
@@ -713,6 +923,6 @@ def split_pairs(
         members = list(groups[k])
         random.Random(f"prefalign-split/{seed}/{k}").shuffle(members)
         eval_indices.update(members[: counts[k]])
-    train = [p for i, p in enumerate(pairs) if i not in eval_indices]
-    held_out = [p for i, p in enumerate(pairs) if i in eval_indices]
+    train = [r for i, r in enumerate(rows) if i not in eval_indices]
+    held_out = [r for i, r in enumerate(rows) if i in eval_indices]
     return train, held_out

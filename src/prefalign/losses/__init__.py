@@ -5,7 +5,21 @@ loss, then reduces with :func:`reduce_loss` (or :func:`reduce_token_loss`) using
 step's global item count.
 """
 
-from prefalign.losses.preference import PREFERENCE_LOSSES, dpo_loss, hinge_loss, ipo_loss, robust_dpo_loss
+from prefalign.losses.contrastive import info_nce_loss
+from prefalign.losses.preference import (
+    PREFERENCE_LOSSES,
+    REFERENCE_FREE_LOSSES,
+    dpo_loss,
+    hinge_loss,
+    ipo_loss,
+    kto_loss,
+    kto_reference_point,
+    listwise_dpo_loss,
+    orpo_loss,
+    robust_dpo_loss,
+    simpo_loss,
+    with_sft_loss,
+)
 from prefalign.losses.reduction import TOKEN_REDUCTION_MODES, reduce_loss, reduce_token_loss
 from prefalign.losses.reward import bradley_terry_loss
 
@@ -14,9 +28,17 @@ __all__ = [
     "TOKEN_REDUCTION_MODES",
     "bradley_terry_loss",
     "dpo_loss",
+    "info_nce_loss",
     "ipo_loss",
     "reduce_loss",
     "reduce_token_loss",
     "hinge_loss",
     "robust_dpo_loss",
+    "REFERENCE_FREE_LOSSES",
+    "kto_loss",
+    "kto_reference_point",
+    "listwise_dpo_loss",
+    "orpo_loss",
+    "simpo_loss",
+    "with_sft_loss",
 ]

@@ -126,7 +126,8 @@ def load_causal_lm(
 def load_reward_model(
     name_or_path: str | os.PathLike, *, dtype: torch.dtype = torch.float32, lora: LoraSettings | None = None
 ) -> tuple[Any, Any]:
-    """(model, tokenizer) for a scalar reward model: ``AutoModelForSequenceClassification``, num_labels=1.
+    """(model, tokenizer) for a scalar reward model: ``AutoModelForSequenceClassification``, num_labels=1
+    (or k for a saved k-head ensemble from ``prefalign reward ensemble_size=k``).
 
     A backbone without a trained 1-output head (a causal LM such as SmolLM2, or the MiniLM
     encoder) gets a freshly initialised ``score``/``classifier`` head. That is expected for a new
@@ -144,7 +145,11 @@ def load_reward_model(
     hf_logging.set_verbosity_error()
     try:
         model, info = AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=1, dtype=dtype, pad_token_id=tokenizer.pad_token_id, output_loading_info=True
+            path,
+            num_labels=_saved_reward_heads(path),
+            dtype=dtype,
+            pad_token_id=tokenizer.pad_token_id,
+            output_loading_info=True,
         )
     finally:
         hf_logging.set_verbosity(verbosity)
@@ -161,6 +166,15 @@ def load_reward_model(
     if lora is not None:
         model = apply_lora(model, lora, "SEQ_CLS")
     return model, tokenizer
+
+
+def _saved_reward_heads(path: str) -> int:
+    """Outputs of a saved reward model (k for a k-head ensemble); 1 for any other backbone."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path)
+    trained = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
+    return int(config.num_labels) if trained else 1
 
 
 # ---- peft helpers -----------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from transformers import PreTrainedTokenizerBase, get_scheduler
 from prefalign.config import DataConfig, ModelConfig, TrainConfig
 from prefalign.feedback.formats import PreferencePair, load_pairs, split_pairs
 from prefalign.models import LoraSettings
+from prefalign.ops import sequence_logps, shift_for_causal_lm
 
 Text = str | list[dict[str, Any]]
 
@@ -24,8 +25,15 @@ Text = str | list[dict[str, Any]]
 def render_prompt(tokenizer: PreTrainedTokenizerBase, prompt: Text) -> str:
     """Prompt text as the model sees it: chat template for messages, the string itself otherwise."""
     if isinstance(prompt, list):
+        if tokenizer.chat_template is None:
+            return _plain_transcript(prompt) + "assistant: "
         return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
     return prompt
+
+
+def _plain_transcript(messages: list[dict[str, Any]]) -> str:
+    """``role: content`` lines, for models without a chat template (e.g. a BERT reward encoder)."""
+    return "".join(f"{m['role']}: {m['content']}\n" for m in messages)
 
 
 def render_completion(tokenizer: PreTrainedTokenizerBase, prompt: Text, completion: Text) -> str:
@@ -34,6 +42,8 @@ def render_completion(tokenizer: PreTrainedTokenizerBase, prompt: Text, completi
     For messages the chat template renders prompt + completion and we keep what follows the
     prompt (this picks up the template's own end-of-turn token); plain text gets the EOS token.
     """
+    if isinstance(completion, list) and tokenizer.chat_template is None:
+        return "\n".join(str(m["content"]) for m in completion) + (tokenizer.eos_token or "")
     if isinstance(completion, list):
         messages = (
             prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
@@ -106,6 +116,28 @@ def collate_pairs(rows: list[TokenizedPair], pad_id: int) -> dict[str, torch.Ten
     prompts = [r.prompt_ids for r in rows] * 2
     completions = [r.chosen_ids for r in rows] + [r.rejected_ids for r in rows]
     return pad_sequences(prompts, completions, pad_id)
+
+
+def completion_logps(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed log-probs of each row's completion tokens, and their counts: ((B,), (B,)).
+
+    ``batch`` is a :func:`pad_sequences` batch (``loss_mask`` marks the completion). Only the
+    positions from the earliest completion token on go through the LM head (``logits_to_keep``):
+    the prompt's logits are never used, and with a large vocabulary the head and its log-softmax
+    are a large share of the step.
+    """
+    input_ids, loss_mask = batch["input_ids"], batch["loss_mask"]
+    length = input_ids.shape[1]
+    has_completion = loss_mask.any(dim=1)
+    first = int(loss_mask.float().argmax(dim=1)[has_completion].min()) if has_completion.any() else 1
+    # Logits at position t score token t + 1, so the first scored completion token needs t = first - 1.
+    keep = length - max(first - 1, 0)
+    logits = model(input_ids=input_ids, attention_mask=batch["attention_mask"], logits_to_keep=keep).logits
+    offset = length - logits.shape[1]  # 0 when the model ignores logits_to_keep
+    logits, labels, mask = shift_for_causal_lm(logits, input_ids[:, offset:], loss_mask[:, offset:])
+    return sequence_logps(logits.float(), labels, mask)
 
 
 # ---- data --------------------------------------------------------------------------------------

@@ -1,0 +1,177 @@
+"""`prefalign contrastive` end-to-end on configs/tiny.yaml (a random model built in-process)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from prefalign.cli import build_parser, main
+from prefalign.run import Run
+
+VARIANTS = {
+    "likelihood-reference": ["score=likelihood", "reference=true"],
+    "likelihood": ["score=likelihood", "reference=false"],
+    "representation": ["score=representation", "reference=false", "temperature=0.1"],
+}
+EVAL_KEYS = {
+    "eval/loss",
+    "eval/accuracy",
+    "eval/pair_accuracy",
+    "eval/scores/positive",
+    "eval/scores/negative",
+    "eval/negatives",
+}
+
+
+def _metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def _run(command: str, out: Path, *extra: str) -> int:
+    return main([command, "--config", "configs/tiny.yaml", "--output-dir", str(out), *extra])
+
+
+def _distinct_prompts(tmp_path: Path, n: int = 6) -> Path:
+    """Pairs whose prompts all differ, so no in-batch negative is masked as a same-prompt row."""
+    topics = ["the sea", "a cat", "the moon", "a bicycle", "winter", "a song", "tea", "a map"][:n]
+    path = tmp_path / "distinct.jsonl"
+    rows = [
+        {"prompt": f"Tell me about {t}.\n", "chosen": f"I love {t}.", "rejected": f"I hate {t}."}
+        for t in topics
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_each_score_runs_end_to_end(variant: str, tmp_path: Path) -> None:
+    out = tmp_path / variant
+    assert _run("contrastive", out, *VARIANTS[variant], "train.max_steps=3") == 0
+    rows = _metrics(out)
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert all(math.isfinite(r["loss"]) for r in rows)
+    assert {"accuracy", "pair_accuracy", "scores/positive", "scores/negative", "negatives"} <= set(rows[0])
+    assert (out / "config.yaml").exists()
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-2", "step-3"]
+    report = json.loads((out / "eval.json").read_text())
+    assert set(report) == EVAL_KEYS and all(math.isfinite(v) for v in report.values())
+    final = AutoModelForCausalLM.from_pretrained(out / "final")
+    assert sum(p.numel() for p in final.parameters()) > 0
+
+
+@pytest.mark.parametrize(
+    ("in_batch", "negatives", "lora"), [("true", 3, "false"), ("false", 1, "false"), ("true", 3, "true")]
+)
+def test_first_loss_with_reference_is_log_one_plus_n(
+    in_batch: str, negatives: int, lora: str, tmp_path: Path
+) -> None:
+    # At step 0 the policy is the reference, so every log-ratio score is 0 and the loss is log(1 + N):
+    # N = micro-batch size (own rejected + 2 other rows' chosen) with in-batch negatives, else 1.
+    # With LoRA the reference is the policy with its adapters off (no second copy).
+    data = _distinct_prompts(tmp_path)
+    out = tmp_path / "out"
+    extra = [f"data.train={data}", "data.eval_fraction=0", "train.batch_size=3", "train.micro_batch_size=3"]
+    lora_args = [f"model.lora={lora}", "model.lora_r=4", "train.learning_rate=1e-2"]
+    assert (
+        _run("contrastive", out, *extra, *lora_args, f"in_batch_negatives={in_batch}", "train.max_steps=2")
+        == 0
+    )
+    rows = _metrics(out)
+    assert rows[0]["loss"] == pytest.approx(math.log(1 + negatives), abs=1e-6)
+    assert rows[0]["negatives"] == negatives and rows[0]["scores/positive"] == 0.0
+    assert rows[1]["loss"] != pytest.approx(math.log(1 + negatives), abs=1e-6)  # parameters changed
+    assert not (out / "eval.json").exists()  # nothing held out
+
+
+def test_same_prompt_rows_are_not_negatives(tmp_path: Path) -> None:
+    data = tmp_path / "same.jsonl"
+    rows = [{"prompt": "Hi.\n", "chosen": f"Hello {i}.", "rejected": f"Go away {i}."} for i in range(2)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    extra = ["data.eval_fraction=0", "train.batch_size=2", "train.max_steps=1"]
+    assert _run("contrastive", out, f"data.train={data}", *extra) == 0
+    first = _metrics(out)[0]
+    assert first["negatives"] == 1 and first["loss"] == pytest.approx(math.log(2), abs=1e-6)
+
+
+def test_matches_dpo_with_one_negative_and_summed_log_ratios(tmp_path: Path) -> None:
+    # InfoNCE with only the rejected answer, summed log-ratio scores and tau = 1 / beta is DPO.
+    steps = "train.max_steps=3"
+    assert _run("dpo", tmp_path / "dpo", "beta=0.1", steps) == 0
+    assert (
+        _run(
+            "contrastive",
+            tmp_path / "nce",
+            "score=likelihood",
+            "reference=true",
+            "length_normalize=false",
+            "in_batch_negatives=false",
+            "temperature=10",
+            steps,
+        )
+        == 0
+    )
+    dpo, nce = _metrics(tmp_path / "dpo"), _metrics(tmp_path / "nce")
+    torch.testing.assert_close(
+        torch.tensor([r["loss"] for r in nce]), torch.tensor([r["loss"] for r in dpo]), rtol=0, atol=1e-5
+    )
+    assert [r["pair_accuracy"] for r in nce] == [r["rewards/accuracy"] for r in dpo]
+    dpo_eval = json.loads((tmp_path / "dpo" / "eval.json").read_text())
+    nce_eval = json.loads((tmp_path / "nce" / "eval.json").read_text())
+    assert nce_eval["eval/loss"] == pytest.approx(dpo_eval["eval/loss"], abs=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["likelihood-reference", "representation"])
+def test_resume_reproduces_the_uninterrupted_losses(
+    variant: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    extra = [*VARIANTS[variant], "train.max_steps=4"]
+    straight = tmp_path / "straight"
+    assert _run("contrastive", straight, *extra) == 0
+    expected = [r["loss"] for r in _metrics(straight)]
+
+    crashed = tmp_path / "crashed"
+    original = Run.save_checkpoint
+
+    def crash_after_step_2(self: Run, step: int, *args, **kwargs):  # type: ignore[no-untyped-def]
+        path = original(self, step, *args, **kwargs)
+        if step == 2:
+            raise KeyboardInterrupt("simulated kill after the step-2 checkpoint")
+        return path
+
+    monkeypatch.setattr(Run, "save_checkpoint", crash_after_step_2)
+    with pytest.raises(KeyboardInterrupt):
+        _run("contrastive", crashed, *extra)
+    monkeypatch.setattr(Run, "save_checkpoint", original)
+    assert len(_metrics(crashed)) == 2
+    assert _run("contrastive", crashed, *extra, "--resume") == 0
+    resumed = [r["loss"] for r in _metrics(crashed)]
+    torch.testing.assert_close(torch.tensor(resumed), torch.tensor(expected), rtol=0, atol=1e-6)
+    assert json.loads((crashed / "eval.json").read_text()) == pytest.approx(
+        json.loads((straight / "eval.json").read_text()), abs=1e-6
+    )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["score=representation", "reference=true"], "likelihood"),
+        (["score=nope"], "representation"),
+        (["temperature=0"], "temperature"),
+    ],
+)
+def test_bad_settings_fail_cleanly(
+    overrides: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _run("contrastive", tmp_path / "o", *overrides) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # refused before the run folder is made
+
+
+def test_cli_lists_the_command() -> None:
+    assert "contrastive" in build_parser().format_help()
