@@ -1,4 +1,4 @@
-"""dpo.pair_logps scores only completion positions; it must equal scoring the whole sequence."""
+"""completion_logps scores only completion positions; it must equal scoring the whole sequence."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import torch
 
 from prefalign.models.tiny import build_tiny_causal_lm
 from prefalign.ops import sequence_logps, shift_for_causal_lm
-from prefalign.recipes.common import TokenizedPair, collate_pairs
-from prefalign.recipes.dpo import pair_logps
+from prefalign.recipes.common import TokenizedPair, collate_pairs, completion_logps
 
 
 def _full_logps(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -16,7 +15,7 @@ def _full_logps(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch
     return sequence_logps(logits, labels, mask)[0]
 
 
-def test_pair_logps_with_trimmed_head_equals_full_sequence_scoring() -> None:
+def test_completion_logps_with_trimmed_head_equals_full_sequence_scoring() -> None:
     model, _ = build_tiny_causal_lm()
     model.eval()
     # Prompts of different lengths (5 and 9 tokens) and answers of different lengths, so the
@@ -27,7 +26,8 @@ def test_pair_logps_with_trimmed_head_equals_full_sequence_scoring() -> None:
     ]
     batch = collate_pairs(rows, pad_id=0)
     with torch.no_grad():
-        chosen, rejected = pair_logps(model, batch)
+        logps, _ = completion_logps(model, batch)
+        chosen, rejected = logps.chunk(2)  # collate_pairs puts chosen rows first
         expected = _full_logps(model, batch)
     torch.testing.assert_close(torch.cat([chosen, rejected]), expected, rtol=1e-5, atol=1e-5)
     assert chosen.shape == rejected.shape == (2,)

@@ -14,7 +14,7 @@ from prefalign.cli import main
 from prefalign.config import load_config
 from prefalign.losses import listwise_dpo_loss
 from prefalign.models import load_causal_lm
-from prefalign.recipes import dpo, kto, listwise
+from prefalign.recipes import common, dpo, kto, listwise, scoring
 from prefalign.recipes.common import (
     collate_pairs,
     completion_logps,
@@ -51,16 +51,17 @@ def test_reference_free_losses_load_no_reference(
     loss: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     loads: list[str] = []
-    original_load = dpo.load_causal_lm
 
     def counting_load(name: str, **kwargs):  # type: ignore[no-untyped-def]
         loads.append(name)
-        return original_load(name, **kwargs)
+        return load_causal_lm(name, **kwargs)
 
     def no_reference(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise AssertionError("a reference-free loss scored something under the reference")
 
-    monkeypatch.setattr(dpo, "load_causal_lm", counting_load)
+    # The policy is loaded in recipes.common, a reference in recipes.scoring: count both.
+    monkeypatch.setattr(common, "load_causal_lm", counting_load)
+    monkeypatch.setattr(scoring, "load_causal_lm", counting_load)
     monkeypatch.setattr(dpo, "reference_pair_logps", no_reference)
     out = tmp_path / loss
     overrides = [f"loss={loss}", "train.max_steps=3", "train.save_every=0"]

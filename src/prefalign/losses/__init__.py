@@ -6,6 +6,7 @@ step's global item count.
 """
 
 from prefalign.losses.contrastive import info_nce_loss
+from prefalign.losses.phf import PHF_OBJECTIVES
 from prefalign.losses.preference import (
     PREFERENCE_LOSSES,
     REFERENCE_FREE_LOSSES,
@@ -24,6 +25,7 @@ from prefalign.losses.reduction import TOKEN_REDUCTION_MODES, reduce_loss, reduc
 from prefalign.losses.reward import bradley_terry_loss
 
 __all__ = [
+    "PHF_OBJECTIVES",
     "PREFERENCE_LOSSES",
     "TOKEN_REDUCTION_MODES",
     "bradley_terry_loss",

@@ -33,6 +33,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from prefalign.losses.reward import plackett_luce_nll
+
 PreferenceLoss = Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
 
@@ -560,15 +562,8 @@ def listwise_dpo_loss(
 
     # Padding may hold anything (even NaN): give it a finite score that is never used.
     scores = (beta * (policy_logps - ref_logps)).masked_fill(~valid, 0.0)
-    # risk[b, i, j]: response j is still unchosen when response i is picked (rank_j >= rank_i). The
-    # diagonal is always in, so every logsumexp is finite (also for padding rows, masked below).
-    eye = torch.eye(k, dtype=torch.bool, device=device)
-    risk = (valid.unsqueeze(1) & (ranks.unsqueeze(1) >= ranks.unsqueeze(2))) | eye
-    log_denominator = torch.logsumexp(scores.unsqueeze(1).masked_fill(~risk, -math.inf), dim=-1)
-    lowest = torch.iinfo(torch.long).min
-    worst = ranks.long().masked_fill(~valid, lowest).max(dim=1, keepdim=True).values
-    counted = valid & (ranks < worst)
-    losses = -(scores - log_denominator).masked_fill(~counted, 0.0).sum(dim=1)
+    losses = plackett_luce_nll(scores, ranks, valid)
+    worst = ranks.long().masked_fill(~valid, torch.iinfo(torch.long).min).max(dim=1, keepdim=True).values
 
     metrics = _listwise_metrics(scores.detach(), policy_logps.detach(), ranks, valid, worst)
     return losses, metrics

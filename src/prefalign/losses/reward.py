@@ -4,6 +4,8 @@ ensembles."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -95,14 +97,7 @@ def plackett_luce_loss(
     if present.shape != rewards.shape:
         raise ValueError(f"mask shape {tuple(present.shape)} differs from rewards {tuple(rewards.shape)}")
     ranks = ranks.to(rewards.device)
-    # at_or_below[b, i, j]: response j is in the risk set of response i (ranked no better than i).
-    at_or_below = (ranks.unsqueeze(1) >= ranks.unsqueeze(2)) & present.unsqueeze(1) & present.unsqueeze(2)
-    masked = rewards.unsqueeze(1).expand_as(at_or_below).masked_fill(~at_or_below, float("-inf"))
-    log_denominator = torch.logsumexp(masked, dim=2)  # (B, K)
-    worst = ranks.masked_fill(~present, torch.iinfo(ranks.dtype).min).amax(dim=1, keepdim=True)
-    chooses = present & (ranks < worst)
-    terms = torch.where(chooses, rewards - log_denominator.masked_fill(~chooses, 0.0), 0.0)
-    losses = -terms.sum(dim=1)
+    losses = plackett_luce_nll(rewards, ranks, present)
 
     with torch.no_grad():
         better = (ranks.unsqueeze(2) < ranks.unsqueeze(1)) & present.unsqueeze(1) & present.unsqueeze(2)
@@ -110,6 +105,27 @@ def plackett_luce_loss(
         accuracy = right.sum().float() / better.sum().clamp(min=1)
         metrics = {"accuracy": accuracy, "rewards/mean": rewards.detach()[present].mean()}
     return losses, metrics
+
+
+def plackett_luce_nll(scores: torch.Tensor, ranks: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """(B,) Plackett-Luce negative log-likelihood of rankings with Breslow ties (the body shared by
+    :func:`plackett_luce_loss` and the listwise DPO loss; see the former for the formula).
+
+    Args:
+        scores: (B, K) scores; entries where ``valid`` is False may hold anything, even NaN.
+        ranks: (B, K) integer ranks, lower is better; equal ranks are ties.
+        valid: (B, K) bool, False for padding.
+    """
+    k = scores.shape[1]
+    scores = scores.masked_fill(~valid, 0.0)
+    # risk[b, i, j]: response j is still unchosen when response i is picked (rank_j >= rank_i). The
+    # diagonal is always in, so every logsumexp is finite (also for padding, masked below).
+    eye = torch.eye(k, dtype=torch.bool, device=scores.device)
+    risk = (valid.unsqueeze(1) & (ranks.unsqueeze(1) >= ranks.unsqueeze(2))) | eye
+    log_denominator = torch.logsumexp(scores.unsqueeze(1).masked_fill(~risk, -math.inf), dim=-1)
+    worst = ranks.long().masked_fill(~valid, torch.iinfo(torch.long).min).amax(dim=1, keepdim=True)
+    chooses = valid & (ranks < worst)  # the worst group makes no choice
+    return -(scores - log_denominator).masked_fill(~chooses, 0.0).sum(dim=1)
 
 
 def rating_mse_loss(

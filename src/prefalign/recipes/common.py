@@ -1,4 +1,4 @@
-"""Pieces every recipe uses: tokenisation of rows, padding, the step plan, optimizer, accelerator.
+"""Pieces every recipe uses: tokenisation of rows, padding, the step plan, optimizer, accelerator, the final save.
 
 These are plain functions; each recipe still reads top to bottom (setup, loop, save) and calls them.
 """
@@ -6,19 +6,22 @@ These are plain functions; each recipe still reads top to bottom (setup, loop, s
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from accelerate import Accelerator
 from transformers import PreTrainedTokenizerBase, get_scheduler
 
 from prefalign.config import DataConfig, ModelConfig, TrainConfig
-from prefalign.feedback.formats import PreferencePair, load_pairs, split_pairs
-from prefalign.models import LoraSettings
+from prefalign.feedback.formats import PreferencePair, load_pairs, split_pairs, split_rows
+from prefalign.models import LoraSettings, load_causal_lm, merge_and_save
 from prefalign.ops import sequence_logps, shift_for_causal_lm
+from prefalign.run import Run, RunResult
 
 Text = str | list[dict[str, Any]]
+RowT = TypeVar("RowT")
 
 
 # ---- text rendering ----------------------------------------------------------------------------
@@ -141,21 +144,47 @@ def completion_logps(
 
 
 # ---- data --------------------------------------------------------------------------------------
+def load_splits(
+    load: Callable[..., list[RowT]],
+    data: DataConfig,
+    seed: int,
+    report_dir: Any = None,
+    *,
+    what: str,
+    split: Callable[..., tuple[list[RowT], list[RowT]]] = split_rows,
+) -> tuple[list[RowT], list[RowT]]:
+    """Training and held-out rows as the config asks (separate file, or a seeded split).
+
+    ``load(source, on_error=, report_path=)`` reads one file; ``split(rows, eval_fraction=, seed=)``
+    holds out ``data.eval_fraction`` of the training rows when there is no ``data.eval``; ``what``
+    names the rows a file should hold, for the error when ``data.train`` is empty.
+    """
+    if not data.train:
+        raise ValueError(f"data.train is empty: name {what}")
+    report = str(report_dir / "rejected_rows.jsonl") if report_dir is not None else None
+    rows = load(data.train, on_error=data.on_error, report_path=report)
+    if data.eval:
+        return rows, load(data.eval, on_error=data.on_error, report_path=report)
+    if data.eval_fraction > 0:
+        return split(rows, eval_fraction=data.eval_fraction, seed=seed)
+    return rows, []
+
+
 def load_pair_splits(
     data: DataConfig, seed: int, report_dir: Any = None
 ) -> tuple[list[PreferencePair], list[PreferencePair]]:
-    """Training and held-out pairs as the config asks (separate file, or a seeded split)."""
-    report = str(report_dir / "rejected_rows.jsonl") if report_dir is not None else None
-    if not data.train:
-        raise ValueError(
-            "data.train is empty: name a JSONL/Parquet/CSV file or a built-in dataset such as 'hhh'"
-        )
-    train = load_pairs(data.train, on_error=data.on_error, report_path=report)
-    if data.eval:
-        return train, load_pairs(data.eval, on_error=data.on_error, report_path=report)
-    if data.eval_fraction > 0:
-        return split_pairs(train, eval_fraction=data.eval_fraction, seed=seed)
-    return train, []
+    """Training and held-out pairs (:func:`load_splits`; a split is stratified by subset)."""
+    what = "a JSONL/Parquet/CSV file or a built-in dataset such as 'hhh'"
+    return load_splits(load_pairs, data, seed, report_dir, what=what, split=split_pairs)
+
+
+def load_tokenized_pairs(
+    tokenizer: PreTrainedTokenizerBase, data: DataConfig, seed: int, report_dir: Any = None
+) -> tuple[list[TokenizedPair], list[TokenizedPair]]:
+    """:func:`load_pair_splits`, each pair tokenised with :func:`tokenize_pair`."""
+    train, held_out = load_pair_splits(data, seed, report_dir)
+    train_rows = [tokenize_pair(tokenizer, p, data) for p in train]
+    return train_rows, [tokenize_pair(tokenizer, p, data) for p in held_out]
 
 
 # ---- schedule ----------------------------------------------------------------------------------
@@ -207,6 +236,13 @@ def lora_settings(model: ModelConfig) -> LoraSettings | None:
     return LoraSettings(
         r=model.lora_r, alpha=model.lora_alpha, dropout=model.lora_dropout, target_modules=targets
     )
+
+
+def load_policy(model: ModelConfig) -> tuple[Any, Any]:
+    """(policy, tokenizer): the causal LM to train, with LoRA adapters when ``model.lora``, dropout off."""
+    policy, tokenizer = load_causal_lm(model.name, lora=lora_settings(model))
+    disable_dropout(policy)
+    return policy, tokenizer
 
 
 def disable_dropout(model: torch.nn.Module) -> None:
@@ -267,3 +303,22 @@ def mean_metrics(parts: list[tuple[int, dict[str, torch.Tensor]]]) -> dict[str, 
     total = sum(n for n, _ in parts) or 1
     keys = parts[0][1].keys() if parts else []
     return {k: sum(float(m[k]) * n for n, m in parts) / total for k in keys}
+
+
+# ---- save --------------------------------------------------------------------------------------
+def save_final(
+    run: Run,
+    model: torch.nn.Module,
+    tokenizer: Any,
+    *,
+    steps: int,
+    last: dict[str, float],
+    eval_metrics: dict[str, Any],
+) -> RunResult:
+    """The end of a run: ``eval.json`` (when there are held-out metrics), then the merged model in
+    ``final/``; returns the run's result. ``model`` is the unwrapped policy, ``steps`` the plan length."""
+    if eval_metrics:
+        run.write_json("eval.json", eval_metrics)
+    final_dir = run.output_dir / "final"
+    merge_and_save(model, tokenizer, final_dir)
+    return RunResult(run.output_dir, final_dir, steps, last, eval_metrics)

@@ -39,31 +39,28 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from prefalign.config import ConfigError, DataConfig, ModelConfig, TrainConfig
 from prefalign.losses.contrastive import info_nce_loss
-from prefalign.models import is_peft_model, load_causal_lm, merge_and_save, reference_logits_context
 from prefalign.ops import masked_mean
 from prefalign.recipes.common import (
     TokenizedPair,
     build_optimizer,
     clip_and_step,
     completion_logps,
-    disable_dropout,
-    load_pair_splits,
-    lora_settings,
+    load_tokenized_pairs,
     loss_scale,
     make_accelerator,
     mean_metrics,
     micro_batches,
     pad_sequences,
+    save_final,
     step_plan,
-    tokenize_pair,
 )
+from prefalign.recipes.scoring import load_policy_and_reference, reference_scope
 from prefalign.run import Run, RunResult, console
 from prefalign.utils import seed_everything
 
@@ -202,10 +199,9 @@ def batch_scores(
     index, valid = candidate_layout(rows, cfg.in_batch_negatives)
     scores = score_fn(policy, rows, index, pad_id, cfg)
     if cfg.reference:
-        # With LoRA the reference is the policy itself with its adapters switched off.
-        context = reference_logits_context(policy) if reference is None else torch.no_grad()
+        model, context = reference_scope(policy, reference)  # with LoRA: the policy, adapters off
         with context:
-            ref_scores = score_fn(reference if reference is not None else policy, rows, index, pad_id, cfg)
+            ref_scores = score_fn(model, rows, index, pad_id, cfg)
         scores = scores - ref_scores
     return scores, valid
 
@@ -257,17 +253,11 @@ def train(cfg: ContrastiveConfig, *, score_fn: ScoreFn | None = None) -> RunResu
     accelerator = make_accelerator()
 
     # ---- setup -------------------------------------------------------------------------------
-    policy, tokenizer = load_causal_lm(cfg.model.name, lora=lora_settings(cfg.model))
-    disable_dropout(policy)
-    reference = None
-    if cfg.reference and not is_peft_model(policy):
-        reference, _ = load_causal_lm(cfg.reference_model or cfg.model.name)
-        reference.requires_grad_(False).eval()
-        disable_dropout(reference)
+    policy, reference, tokenizer = load_policy_and_reference(
+        cfg.model, cfg.reference_model, need_reference=cfg.reference
+    )
     pad_id = tokenizer.pad_token_id
-    train_pairs, eval_pairs = load_pair_splits(cfg.data, cfg.train.seed, run.output_dir)
-    train_rows = [tokenize_pair(tokenizer, p, cfg.data) for p in train_pairs]
-    eval_rows = [tokenize_pair(tokenizer, p, cfg.data) for p in eval_pairs]
+    train_rows, eval_rows = load_tokenized_pairs(tokenizer, cfg.data, cfg.train.seed, run.output_dir)
     plan = step_plan(len(train_rows), cfg.train)
     optimizer, scheduler = build_optimizer(policy, cfg.train, len(plan))
     policy, optimizer, scheduler = accelerator.prepare(policy, optimizer, scheduler)
@@ -303,13 +293,8 @@ def train(cfg: ContrastiveConfig, *, score_fn: ScoreFn | None = None) -> RunResu
     unwrapped = accelerator.unwrap_model(policy)
     if len(plan) > start:
         run.save_checkpoint(len(plan), unwrapped, optimizer, scheduler)
-    eval_metrics: dict[str, Any] = {}
-    if eval_rows:
-        eval_metrics = evaluate(policy, reference, eval_rows, pad_id, cfg, score_fn)
-        run.write_json("eval.json", eval_metrics)
-    final_dir = run.output_dir / "final"
-    merge_and_save(unwrapped, tokenizer, final_dir)
-    return RunResult(run.output_dir, final_dir, len(plan), last, eval_metrics)
+    eval_metrics = evaluate(policy, reference, eval_rows, pad_id, cfg, score_fn) if eval_rows else {}
+    return save_final(run, unwrapped, tokenizer, steps=len(plan), last=last, eval_metrics=eval_metrics)
 
 
 __all__ = [

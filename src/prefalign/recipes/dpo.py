@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -35,23 +34,21 @@ from prefalign.losses.preference import (
     simpo_loss,
     with_sft_loss,
 )
-from prefalign.models import is_peft_model, load_causal_lm, merge_and_save, reference_logits_context
 from prefalign.recipes.common import (
     TokenizedPair,
     build_optimizer,
     clip_and_step,
     collate_pairs,
     completion_logps,
-    disable_dropout,
-    load_pair_splits,
-    lora_settings,
+    load_tokenized_pairs,
     loss_scale,
     make_accelerator,
     mean_metrics,
     micro_batches,
+    save_final,
     step_plan,
-    tokenize_pair,
 )
+from prefalign.recipes.scoring import load_policy_and_reference, reference_scope
 from prefalign.run import Run, RunResult, console
 from prefalign.utils import seed_everything
 
@@ -118,13 +115,6 @@ LOSS_VARIANTS: dict[str, LossVariant] = {
 """The ``loss=`` choices of ``prefalign dpo``. IPO gets sequence sums (the paper's form; TRL averages)."""
 
 
-def pair_logps(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed completion log-probs of a ``collate_pairs`` batch: (chosen (B,), rejected (B,))."""
-    logps, _ = completion_logps(model, batch)
-    half = logps.shape[0] // 2
-    return logps[:half], logps[half:]
-
-
 def pair_loss(
     loss_fn: Callable[..., Any],
     variant: LossVariant,
@@ -166,14 +156,12 @@ def reference_pair_logps(
     batch_size: int,
 ) -> torch.Tensor:
     """(N, 2) reference log-probs of every pair's chosen and rejected answer."""
-    model = reference if reference is not None else policy
-    context = reference_logits_context(policy) if reference is None else nullcontext()
+    model, context = reference_scope(policy, reference)
     out = []
     with context:
         for start in range(0, len(rows), batch_size):
-            batch = collate_pairs(rows[start : start + batch_size], pad_id)
-            chosen, rejected = pair_logps(model, batch)
-            out.append(torch.stack([chosen, rejected], dim=1))
+            logps, _ = completion_logps(model, collate_pairs(rows[start : start + batch_size], pad_id))
+            out.append(torch.stack(logps.chunk(2), dim=1))  # [chosen; rejected] -> (B, 2)
     return torch.cat(out) if out else torch.zeros(0, 2)
 
 
@@ -224,17 +212,11 @@ def train(cfg: DPOConfig, *, loss_fn: Callable[..., Any] | None = None) -> RunRe
     accelerator = make_accelerator()
 
     # ---- setup -------------------------------------------------------------------------------
-    policy, tokenizer = load_causal_lm(cfg.model.name, lora=lora_settings(cfg.model))
-    disable_dropout(policy)
-    reference = None
-    if variant.reference and not is_peft_model(policy):
-        reference, _ = load_causal_lm(cfg.reference_model or cfg.model.name)
-        reference.requires_grad_(False).eval()
-        disable_dropout(reference)
+    policy, reference, tokenizer = load_policy_and_reference(
+        cfg.model, cfg.reference_model, need_reference=variant.reference
+    )
     pad_id = tokenizer.pad_token_id
-    train_pairs, eval_pairs = load_pair_splits(cfg.data, cfg.train.seed, run.output_dir)
-    train_rows = [tokenize_pair(tokenizer, p, cfg.data) for p in train_pairs]
-    eval_rows = [tokenize_pair(tokenizer, p, cfg.data) for p in eval_pairs]
+    train_rows, eval_rows = load_tokenized_pairs(tokenizer, cfg.data, cfg.train.seed, run.output_dir)
     plan = step_plan(len(train_rows), cfg.train)
     optimizer, scheduler = build_optimizer(policy, cfg.train, len(plan))
     policy, optimizer, scheduler = accelerator.prepare(policy, optimizer, scheduler)
@@ -288,7 +270,4 @@ def train(cfg: DPOConfig, *, loss_fn: Callable[..., Any] | None = None) -> RunRe
         if eval_ref is None and variant.reference:
             eval_ref = reference_pair_logps(policy, reference, eval_rows, pad_id, ref_batch)
         eval_metrics = evaluate(policy, eval_rows, eval_ref, pad_id, cfg, loss_fn)
-        run.write_json("eval.json", eval_metrics)
-    final_dir = run.output_dir / "final"
-    merge_and_save(unwrapped, tokenizer, final_dir)
-    return RunResult(run.output_dir, final_dir, len(plan), last, eval_metrics)
+    return save_final(run, unwrapped, tokenizer, steps=len(plan), last=last, eval_metrics=eval_metrics)

@@ -27,21 +27,20 @@ import torch
 from prefalign.config import ConfigError, DataConfig, ModelConfig, TrainConfig
 from prefalign.feedback.formats import UnpairedRow, load_unpaired_rows, split_rows
 from prefalign.losses.preference import kto_loss
-from prefalign.models import load_causal_lm, merge_and_save
 from prefalign.recipes.common import (
     build_optimizer,
     clip_and_step,
     completion_logps,
-    disable_dropout,
-    lora_settings,
+    load_splits,
     loss_scale,
     make_accelerator,
     micro_batches,
     pad_sequences,
+    save_final,
     step_plan,
     tokenize_prompt_completion,
 )
-from prefalign.recipes.scoring import TokenIds, load_reference, reference_logps, score_logps
+from prefalign.recipes.scoring import TokenIds, load_policy_and_reference, reference_logps, score_logps
 from prefalign.run import Run, RunResult, console
 from prefalign.utils import seed_everything
 
@@ -76,23 +75,23 @@ class KTOConfig:
 def load_unpaired_splits(
     data: DataConfig, seed: int, report_dir: Any = None
 ) -> tuple[list[UnpairedRow], list[UnpairedRow]]:
-    """Training and held-out rows as the config asks (separate file, or a seeded split).
+    """Training and held-out rows as the config asks (:func:`load_splits`).
 
     The split keeps rows from one source line together, so both halves of a pair land on the same
     side and nothing held out was seen in training.
     """
-    if not data.train:
-        raise ValueError("data.train is empty: name a file of {prompt, completion, label} rows or of pairs")
-    report = str(report_dir / "rejected_rows.jsonl") if report_dir is not None else None
-    rows = load_unpaired_rows(data.train, on_error=data.on_error, report_path=report)
-    if data.eval:
-        return rows, load_unpaired_rows(data.eval, on_error=data.on_error, report_path=report)
-    if data.eval_fraction <= 0:
-        return rows, []
+    what = "a file of {prompt, completion, label} rows or of pairs"
+    return load_splits(load_unpaired_rows, data, seed, report_dir, what=what, split=split_by_source)
+
+
+def split_by_source(
+    rows: list[UnpairedRow], *, eval_fraction: float, seed: int
+) -> tuple[list[UnpairedRow], list[UnpairedRow]]:
+    """:func:`split_rows` over groups of rows from the same source line."""
     groups: dict[str, list[UnpairedRow]] = {}
     for index, row in enumerate(rows):
         groups.setdefault(row.source or f"#{index}", []).append(row)
-    train, held_out = split_rows(list(groups.values()), eval_fraction=data.eval_fraction, seed=seed)
+    train, held_out = split_rows(list(groups.values()), eval_fraction=eval_fraction, seed=seed)
     return [r for g in train for r in g], [r for g in held_out for r in g]
 
 
@@ -151,9 +150,7 @@ def train(cfg: KTOConfig, *, loss_fn: Callable[..., Any] = kto_loss) -> RunResul
     accelerator = make_accelerator()
 
     # ---- setup -------------------------------------------------------------------------------
-    policy, tokenizer = load_causal_lm(cfg.model.name, lora=lora_settings(cfg.model))
-    disable_dropout(policy)
-    reference = load_reference(policy, cfg.model.name, cfg.reference_model)
+    policy, reference, tokenizer = load_policy_and_reference(cfg.model, cfg.reference_model)
     pad_id = tokenizer.pad_token_id
     train_rows, eval_rows = load_unpaired_splits(cfg.data, cfg.train.seed, run.output_dir)
     encoded = [tokenize_prompt_completion(tokenizer, r.prompt, r.completion, cfg.data) for r in train_rows]
@@ -237,7 +234,4 @@ def train(cfg: KTOConfig, *, loss_fn: Callable[..., Any] = kto_loss) -> RunResul
         eval_metrics = evaluate(
             policy, eval_encoded, eval_labels, eval_ref, eval_ref_kl, pad_id, cfg, loss_fn
         )
-        run.write_json("eval.json", eval_metrics)
-    final_dir = run.output_dir / "final"
-    merge_and_save(unwrapped, tokenizer, final_dir)
-    return RunResult(run.output_dir, final_dir, len(plan), last, eval_metrics)
+    return save_final(run, unwrapped, tokenizer, steps=len(plan), last=last, eval_metrics=eval_metrics)

@@ -23,24 +23,23 @@ import torch
 
 from prefalign.config import ConfigError, DataConfig, ModelConfig, TrainConfig
 from prefalign.feedback.convert import ListwiseRow
-from prefalign.feedback.formats import load_listwise_rows, split_rows
+from prefalign.feedback.formats import load_listwise_rows
 from prefalign.losses.preference import listwise_dpo_loss, with_sft_loss
-from prefalign.models import load_causal_lm, merge_and_save
 from prefalign.recipes.common import (
     build_optimizer,
     clip_and_step,
     completion_logps,
-    disable_dropout,
-    lora_settings,
+    load_splits,
     loss_scale,
     make_accelerator,
     mean_metrics,
     micro_batches,
     pad_sequences,
+    save_final,
     step_plan,
     tokenize_prompt_completion,
 )
-from prefalign.recipes.scoring import load_reference, reference_logps
+from prefalign.recipes.scoring import load_policy_and_reference, reference_logps
 from prefalign.run import Run, RunResult, console
 from prefalign.utils import seed_everything
 
@@ -88,16 +87,9 @@ def tokenize_ranking(tokenizer: Any, row: ListwiseRow, data: DataConfig) -> Toke
 def load_listwise_splits(
     data: DataConfig, seed: int, report_dir: Any = None
 ) -> tuple[list[ListwiseRow], list[ListwiseRow]]:
-    """Training and held-out rankings as the config asks (separate file, or a seeded split)."""
-    if not data.train:
-        raise ValueError("data.train is empty: name a file of {prompt, responses, ranks} rows or of pairs")
-    report = str(report_dir / "rejected_rows.jsonl") if report_dir is not None else None
-    rows = load_listwise_rows(data.train, on_error=data.on_error, report_path=report)
-    if data.eval:
-        return rows, load_listwise_rows(data.eval, on_error=data.on_error, report_path=report)
-    if data.eval_fraction > 0:
-        return split_rows(rows, eval_fraction=data.eval_fraction, seed=seed)
-    return rows, []
+    """Training and held-out rankings as the config asks (:func:`load_splits`)."""
+    what = "a file of {prompt, responses, ranks} rows or of pairs"
+    return load_splits(load_listwise_rows, data, seed, report_dir, what=what)
 
 
 def ranking_batch(
@@ -186,9 +178,7 @@ def train(cfg: ListwiseConfig, *, loss_fn: Callable[..., Any] = listwise_dpo_los
     accelerator = make_accelerator()
 
     # ---- setup -------------------------------------------------------------------------------
-    policy, tokenizer = load_causal_lm(cfg.model.name, lora=lora_settings(cfg.model))
-    disable_dropout(policy)
-    reference = load_reference(policy, cfg.model.name, cfg.reference_model)
+    policy, reference, tokenizer = load_policy_and_reference(cfg.model, cfg.reference_model)
     pad_id = tokenizer.pad_token_id
     train_lists, eval_lists = load_listwise_splits(cfg.data, cfg.train.seed, run.output_dir)
     train_rows = [tokenize_ranking(tokenizer, r, cfg.data) for r in train_lists]
@@ -241,10 +231,5 @@ def train(cfg: ListwiseConfig, *, loss_fn: Callable[..., Any] = listwise_dpo_los
     unwrapped = accelerator.unwrap_model(policy)
     if len(plan) > start:
         run.save_checkpoint(len(plan), unwrapped, optimizer, scheduler)
-    eval_metrics: dict[str, Any] = {}
-    if eval_rows:
-        eval_metrics = evaluate(policy, eval_rows, eval_ref, pad_id, cfg, loss_fn)
-        run.write_json("eval.json", eval_metrics)
-    final_dir = run.output_dir / "final"
-    merge_and_save(unwrapped, tokenizer, final_dir)
-    return RunResult(run.output_dir, final_dir, len(plan), last, eval_metrics)
+    eval_metrics = evaluate(policy, eval_rows, eval_ref, pad_id, cfg, loss_fn) if eval_rows else {}
+    return save_final(run, unwrapped, tokenizer, steps=len(plan), last=last, eval_metrics=eval_metrics)

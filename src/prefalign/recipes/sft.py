@@ -14,16 +14,15 @@ import torch
 
 from prefalign.config import DataConfig, ModelConfig, TrainConfig
 from prefalign.feedback.formats import load_sft_rows
-from prefalign.models import load_causal_lm, merge_and_save
 from prefalign.ops import shift_for_causal_lm, token_logps
 from prefalign.recipes.common import (
     build_optimizer,
     clip_and_step,
-    disable_dropout,
-    lora_settings,
+    load_policy,
     make_accelerator,
     micro_batches,
     pad_sequences,
+    save_final,
     step_plan,
     tokenize_prompt_completion,
 )
@@ -62,8 +61,7 @@ def train(cfg: SFTConfig) -> RunResult:
     accelerator = make_accelerator()
 
     # ---- setup -------------------------------------------------------------------------------
-    model, tokenizer = load_causal_lm(cfg.model.name, lora=lora_settings(cfg.model))
-    disable_dropout(model)
+    model, tokenizer = load_policy(cfg.model)
     if not cfg.data.train:
         raise ValueError(
             "data.train is empty: name a JSONL/Parquet/CSV file of prompt/completion or messages rows"
@@ -119,10 +117,7 @@ def train(cfg: SFTConfig) -> RunResult:
     if eval_encoded:
         loss = evaluate(unwrapped, eval_encoded, pad_id, cfg.train.micro_batch_size)
         eval_metrics = {"loss": loss, "perplexity": float(torch.exp(torch.tensor(loss)))}
-        run.write_json("eval.json", eval_metrics)
-    final_dir = run.output_dir / "final"
-    merge_and_save(unwrapped, tokenizer, final_dir)
-    return RunResult(run.output_dir, final_dir, len(plan), last, eval_metrics)
+    return save_final(run, unwrapped, tokenizer, steps=len(plan), last=last, eval_metrics=eval_metrics)
 
 
 @torch.no_grad()

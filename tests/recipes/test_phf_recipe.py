@@ -1,0 +1,192 @@
+"""``prefalign phf``: every objective end to end, exact resume, and conditional training beating MLE."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from prefalign.cli import main
+from prefalign.config import load_config
+from prefalign.recipes.phf import PHFConfig, train
+from prefalign.run import Run
+
+OBJECTIVES = ["mle", "filtering", "conditional", "unlikelihood", "rwr", "awr"]
+
+
+def _metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def _run(out: Path, *extra: str) -> int:
+    return main(["phf", "--config", "configs/tiny.yaml", "--output-dir", str(out), *extra])
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    # The tiny model runs several times faster on one thread than on two busy shared cores.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_each_objective_runs_end_to_end(objective: str, tmp_path: Path) -> None:
+    out = tmp_path / objective
+    assert _run(out, f"objective={objective}") == 0
+    rows = _metrics(out)
+    assert [r["step"] for r in rows] == list(range(1, 7))
+    assert all(math.isfinite(r["loss"]) and math.isfinite(r["nll"]) for r in rows)
+    assert rows[0]["loss"] != rows[-1]["loss"]
+    extra = {"unlikelihood": "unlikelihood", "rwr": "weight", "awr": "value_loss"}.get(objective)
+    if extra:
+        assert all(math.isfinite(r[extra]) for r in rows)
+    assert (out / "config.yaml").exists()
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-4", "step-6"]
+    report = json.loads((out / "eval.json").read_text())
+    assert report["objective"] == objective
+    assert report["num_samples"] == 8 and len(report["samples"]) == 8
+    assert 0.0 <= report["undesirable_fraction"] <= 1.0 and math.isfinite(report["heldout_nll"])
+    assert report["corpus"]["bad_segment_fraction"] > 0
+    if objective == "filtering":
+        assert report["corpus"]["documents_kept"] < report["corpus"]["documents"]
+    final = AutoModelForCausalLM.from_pretrained(out / "final")
+    assert not any("value_head" in name for name, _ in final.named_parameters())
+
+
+def test_conditional_final_model_keeps_control_tokens_and_bans_bad(tmp_path: Path) -> None:
+    out = tmp_path / "cond"
+    assert _run(out) == 0
+    tokenizer = AutoTokenizer.from_pretrained(out / "final")
+    model = AutoModelForCausalLM.from_pretrained(out / "final")
+    good, bad = tokenizer.convert_tokens_to_ids(["<|good|>", "<|bad|>"])
+    special = {t.content for t in tokenizer.added_tokens_decoder.values() if t.special}
+    assert {"<|good|>", "<|bad|>"} <= special
+    assert model.get_input_embeddings().num_embeddings == len(tokenizer) > max(good, bad)
+    assert model.generation_config.bad_words_ids == [[bad]]
+    assert tokenizer.decode([good, bad], skip_special_tokens=True) == ""
+    assert json.loads((out / "eval.json").read_text())["prefix"] == "<|im_start|><|good|>"
+    # final/ generates from a <|good|> prompt without ever sampling <|bad|>.
+    torch.manual_seed(0)
+    prompt = torch.tensor([[tokenizer.bos_token_id, good]] * 8)
+    sampled = model.generate(
+        prompt, do_sample=True, top_k=0, max_new_tokens=24, attention_mask=torch.ones_like(prompt)
+    )
+    assert bad not in sampled[:, 2:].flatten().tolist()
+
+
+@pytest.mark.parametrize("objective", ["conditional", "awr"])
+def test_resume_reproduces_the_uninterrupted_losses(
+    objective: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    straight = tmp_path / "straight"
+    assert _run(straight, f"objective={objective}", "generation.num_samples=0") == 0
+    expected = [r["loss"] for r in _metrics(straight)]
+
+    crashed = tmp_path / "crashed"
+    original = Run.save_checkpoint
+
+    def crash_after_step_4(self: Run, step: int, *args, **kwargs):  # type: ignore[no-untyped-def]
+        path = original(self, step, *args, **kwargs)
+        if step == 4:
+            raise KeyboardInterrupt("simulated kill after the step-4 checkpoint")
+        return path
+
+    monkeypatch.setattr(Run, "save_checkpoint", crash_after_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        _run(crashed, f"objective={objective}", "generation.num_samples=0")
+    monkeypatch.setattr(Run, "save_checkpoint", original)
+    assert len(_metrics(crashed)) == 4
+    assert _run(crashed, f"objective={objective}", "generation.num_samples=0", "--resume") == 0
+    resumed = [r["loss"] for r in _metrics(crashed)]
+    torch.testing.assert_close(torch.tensor(resumed), torch.tensor(expected), rtol=0, atol=1e-6)
+
+
+def test_bad_corpus_row_and_bad_config_fail_cleanly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "corpus.jsonl"
+    bad.write_text('{"text": "Fine."}\n{"segments": ["a", "b"], "scores": [0]}\n')
+    assert _run(tmp_path / "a", f"data.train={bad}", "data.eval_fraction=0") == 2
+    err = capsys.readouterr().err
+    assert "corpus.jsonl" in err and "line 2" in err and "scores" in err
+    assert _run(tmp_path / "b", "objective=nope") == 2
+    assert "objective" in capsys.readouterr().err
+    assert _run(tmp_path / "c", "scorer.name=nope") == 2
+    assert "unknown scorer" in capsys.readouterr().err
+
+
+# ---- the key property: conditional training generates less undesirable text than MLE -----------
+SUBJECTS = ["The cat", "The dog", "My friend", "The teacher"]
+VERBS = ["likes", "sees", "finds", "wants"]
+OBJECTS = ["the ball", "a red apple", "the garden", "some bread"]
+TOXIC = ["{s} {v} {o}, the stupid thing.", "{s} is so stupid today."]
+
+
+def synthetic_corpus(path: Path, seed: int, documents: int = 400, bad_share: float = 0.4) -> float:
+    """One-sentence documents; about ``bad_share`` of them contain the marker word 'stupid'."""
+    rng = random.Random(seed)
+    bad = 0
+    with path.open("w") as handle:
+        for _ in range(documents):
+            s, v, o = rng.choice(SUBJECTS), rng.choice(VERBS), rng.choice(OBJECTS)
+            toxic = rng.random() < bad_share
+            bad += toxic
+            text = rng.choice(TOXIC).format(s=s, v=v, o=o) if toxic else f"{s} {v} {o}."
+            handle.write(json.dumps({"text": text}) + "\n")
+    return bad / documents
+
+
+def undesirable_fractions(tmp_path: Path, seed: int, *overrides: str) -> dict[str, float]:
+    """Undesirable share of 100 samples after MLE and after conditional training on the same corpus."""
+    bad_share = synthetic_corpus(tmp_path / "corpus.jsonl", seed)
+    assert 0.3 < bad_share < 0.5
+    results = {}
+    for objective in ("mle", "conditional"):
+        settings = [
+            f"objective={objective}",
+            f"data.train={tmp_path / 'corpus.jsonl'}",
+            "data.max_length=32",
+            "scorer.patterns=['\\bstupid\\b']",
+            "control_token_loss=false",
+            "train.learning_rate=1e-2",
+            "train.batch_size=16",
+            "train.micro_batch_size=16",
+            "train.max_steps=300",
+            "train.warmup_steps=10",
+            "train.lr_scheduler=cosine",
+            f"train.seed={seed}",
+            "generation.num_samples=100",
+            "generation.batch_size=100",
+            "generation.max_new_tokens=32",
+            f"generation.seed={seed}",
+            f"output_dir={tmp_path / objective}",
+            "overwrite=true",
+            *overrides,
+        ]
+        results[objective] = train(load_config(PHFConfig, None, settings)).eval_metrics[
+            "undesirable_fraction"
+        ]
+    return results
+
+
+@pytest.mark.slow
+def test_conditional_training_halves_undesirable_generations(tmp_path: Path) -> None:
+    """MLE imitates the corpus (~40% of samples say 'stupid'); conditioned on <|good|> almost none do.
+
+    Both runs train the tiny random Llama from scratch for the same 300 steps on the same corpus
+    and sample 100 documents with the same seeds. The control tokens are inputs only here
+    (control_token_loss=false): as targets, the tiny model's tied embeddings of <|good|> and <|bad|>
+    are pulled together and the conditioning is learned later and less reliably (see the
+    control_token_loss field of PHFConfig for the measurements).
+    """
+    results = undesirable_fractions(tmp_path, seed=0)
+    assert results["mle"] >= 0.25, results
+    assert results["conditional"] <= 0.5 * results["mle"], results
