@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -22,7 +24,6 @@ from prefalign.recipes.common import (
     step_plan,
     tokenize_pair,
 )
-from prefalign.run import Run
 
 
 def _metrics(out: Path) -> list[dict]:
@@ -135,25 +136,15 @@ def test_kto_trains_on_pairs_with_class_weights(tmp_path: Path) -> None:
 
 
 def test_kto_resume_reproduces_the_uninterrupted_losses(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, kill_after_checkpoint: Callable[[int], AbstractContextManager[None]]
 ) -> None:
     straight = tmp_path / "straight"
     assert _run("kto", straight) == 0
     expected = [r["loss"] for r in _metrics(straight)]
 
     crashed = tmp_path / "crashed"
-    original = Run.save_checkpoint
-
-    def crash_after_step_4(self: Run, step: int, *args, **kwargs):  # type: ignore[no-untyped-def]
-        path = original(self, step, *args, **kwargs)
-        if step == 4:
-            raise KeyboardInterrupt("simulated kill after the step-4 checkpoint")
-        return path
-
-    monkeypatch.setattr(Run, "save_checkpoint", crash_after_step_4)
-    with pytest.raises(KeyboardInterrupt):
+    with kill_after_checkpoint(4):
         _run("kto", crashed)
-    monkeypatch.setattr(Run, "save_checkpoint", original)
     assert len(_metrics(crashed)) == 4
     assert _run("kto", crashed, "--resume") == 0
     resumed = [r["loss"] for r in _metrics(crashed)]

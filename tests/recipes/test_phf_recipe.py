@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import math
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,6 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from prefalign.cli import main
 from prefalign.config import load_config
 from prefalign.recipes.phf import PHFConfig, train
-from prefalign.run import Run
 
 OBJECTIVES = ["mle", "filtering", "conditional", "unlikelihood", "rwr", "awr"]
 
@@ -84,25 +84,15 @@ def test_conditional_final_model_keeps_control_tokens_and_bans_bad(tmp_path: Pat
 
 @pytest.mark.parametrize("objective", ["conditional", "awr"])
 def test_resume_reproduces_the_uninterrupted_losses(
-    objective: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    objective: str, tmp_path: Path, kill_after_checkpoint: Callable[[int], AbstractContextManager[None]]
 ) -> None:
     straight = tmp_path / "straight"
     assert _run(straight, f"objective={objective}", "generation.num_samples=0") == 0
     expected = [r["loss"] for r in _metrics(straight)]
 
     crashed = tmp_path / "crashed"
-    original = Run.save_checkpoint
-
-    def crash_after_step_4(self: Run, step: int, *args, **kwargs):  # type: ignore[no-untyped-def]
-        path = original(self, step, *args, **kwargs)
-        if step == 4:
-            raise KeyboardInterrupt("simulated kill after the step-4 checkpoint")
-        return path
-
-    monkeypatch.setattr(Run, "save_checkpoint", crash_after_step_4)
-    with pytest.raises(KeyboardInterrupt):
+    with kill_after_checkpoint(4):
         _run(crashed, f"objective={objective}", "generation.num_samples=0")
-    monkeypatch.setattr(Run, "save_checkpoint", original)
     assert len(_metrics(crashed)) == 4
     assert _run(crashed, f"objective={objective}", "generation.num_samples=0", "--resume") == 0
     resumed = [r["loss"] for r in _metrics(crashed)]

@@ -6,6 +6,8 @@ import json
 import math
 import subprocess
 import sys
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,6 @@ import torch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
 from prefalign.cli import main
-from prefalign.run import Run
 
 
 def _metrics(out: Path) -> list[dict]:
@@ -67,25 +68,15 @@ def test_dpo_with_lora_starts_at_ln2_and_saves_merged_model(tmp_path: Path) -> N
 
 @pytest.mark.parametrize("command", ["sft", "reward", "dpo"])
 def test_resume_reproduces_the_uninterrupted_losses(
-    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    command: str, tmp_path: Path, kill_after_checkpoint: Callable[[int], AbstractContextManager[None]]
 ) -> None:
     straight = tmp_path / "straight"
     assert _run(command, straight) == 0
     expected = [r["loss"] for r in _metrics(straight)]
 
     crashed = tmp_path / "crashed"
-    original = Run.save_checkpoint
-
-    def crash_after_step_4(self: Run, step: int, *args, **kwargs):  # type: ignore[no-untyped-def]
-        path = original(self, step, *args, **kwargs)
-        if step == 4:
-            raise KeyboardInterrupt("simulated kill after the step-4 checkpoint")
-        return path
-
-    monkeypatch.setattr(Run, "save_checkpoint", crash_after_step_4)
-    with pytest.raises(KeyboardInterrupt):
+    with kill_after_checkpoint(4):
         _run(command, crashed)
-    monkeypatch.setattr(Run, "save_checkpoint", original)
     assert len(_metrics(crashed)) == 4
     assert _run(command, crashed, "--resume") == 0
     resumed = [r["loss"] for r in _metrics(crashed)]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,6 @@ from prefalign.cli import main
 from prefalign.feedback.convert import ListwiseRow
 from prefalign.feedback.formats import PreferencePair
 from prefalign.recipes.reward import RatedResponse, implied_pairs, score_texts_with_uncertainty
-from prefalign.run import Run
 
 RATINGS = "configs/data/tiny_ratings.jsonl"
 
@@ -95,24 +96,14 @@ def test_ensemble_heads_report_uncertainty(tmp_path: Path) -> None:
 
 
 def test_ordinal_ensemble_resume_matches_uninterrupted(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, kill_after_checkpoint: Callable[[int], AbstractContextManager[None]]
 ) -> None:
     # The ordinal cut points live beside the model and must be checkpointed and restored too.
     extra = ["objective=ordinal", f"data.train={RATINGS}", "rating_scale=1-5", "ensemble_size=2"]
     full, crashed = tmp_path / "full", tmp_path / "crashed"
     assert _reward(full, *extra) == 0
-    original = Run.save_checkpoint
-
-    def crash_after_step_4(self: Run, step: int, *args, **kwargs):  # type: ignore[no-untyped-def]
-        path = original(self, step, *args, **kwargs)
-        if step == 4:
-            raise KeyboardInterrupt("simulated kill after the step-4 checkpoint")
-        return path
-
-    monkeypatch.setattr(Run, "save_checkpoint", crash_after_step_4)
-    with pytest.raises(KeyboardInterrupt):
+    with kill_after_checkpoint(4):
         _reward(crashed, *extra)
-    monkeypatch.setattr(Run, "save_checkpoint", original)
     assert _reward(crashed, *extra, "--resume") == 0
     expected = torch.tensor([r["loss"] for r in _metrics(full)])
     torch.testing.assert_close(
