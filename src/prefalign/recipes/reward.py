@@ -35,7 +35,7 @@ from prefalign.losses.reward import (
     plackett_luce_loss,
     rating_mse_loss,
 )
-from prefalign.models import load_reward_model, merge_and_save
+from prefalign.models import load_reward_model
 from prefalign.recipes.common import (
     Text,
     build_optimizer,
@@ -49,6 +49,7 @@ from prefalign.recipes.common import (
     micro_batches,
     render_completion,
     render_prompt,
+    save_final,
     step_plan,
 )
 from prefalign.run import Run, RunResult, console
@@ -608,18 +609,15 @@ def train(cfg: RewardConfig) -> RunResult:
             "name": cfg.benchmark,
             **evaluate_pairs(scorer, tokenizer, list(benchmark), max_length=cfg.data.max_length),
         }
-    if eval_metrics:
-        run.write_json("eval.json", eval_metrics)
-    final_dir = run.output_dir / "final"
-    merge_and_save(scorer, tokenizer, final_dir)
+    result = save_final(run, scorer, tokenizer, steps=len(plan), last=last, eval_metrics=eval_metrics)
     if isinstance(unwrapped, OrdinalRewardModel):
         assert levels is not None
         cuts = [unwrapped.thresholds(h).tolist() for h in range(cfg.ensemble_size)]
         atomic_write_text(
-            final_dir / "rating_thresholds.json",
+            result.final_dir / "rating_thresholds.json",
             json.dumps({"levels": levels.names, "thresholds": cuts}, indent=2),
         )
-    return RunResult(run.output_dir, final_dir, len(plan), last, eval_metrics)
+    return result
 
 
 def _backbone(model: torch.nn.Module) -> torch.nn.Module:
