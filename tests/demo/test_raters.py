@@ -102,7 +102,7 @@ def test_titles_are_shipped_and_split_disjoint() -> None:
 
 def test_rate_and_pair_writes_feedback_and_pairs(tmp_path: Path) -> None:
     from prefalign.demo.pipeline import DemoSettings, rate_and_pair
-    from prefalign.feedback.formats import load_pairs
+    from prefalign.feedback.formats import load_listwise_rows, load_pairs
     from prefalign.rollout import Sample
 
     texts = [
@@ -128,6 +128,13 @@ def test_rate_and_pair_writes_feedback_and_pairs(tmp_path: Path) -> None:
     assert chat[0].margin is not None and 0 < chat[0].margin <= 1  # consensus gap / scale span
     assert 0.3 < info["rater_agreement"]["krippendorff_alpha_interval"] < 1
     assert {r["rater_id"] for r in info["raters"]} == {p.rater_id for p in DEFAULT_PANEL}
+    # Rankings of each prompt's four completions by consensus, for `--method listwise`.
+    rankings = load_listwise_rows(tmp_path / "rankings.jsonl")
+    assert info["num_rankings"] == len(rankings) == 12
+    assert rankings[0].prompt == [{"role": "user", "content": "Review movie 0."}]
+    assert len(rankings[0].responses) == 4 and rankings[0].ranks[0] == 1
+    assert rankings[0].responses[0][-1]["content"] == texts[0]
+    assert rankings[0].responses[-1][-1]["content"] == texts[3]
 
 
 def test_unfinished_completions_and_ties_make_no_pairs(tmp_path: Path) -> None:
