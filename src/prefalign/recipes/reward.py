@@ -207,17 +207,33 @@ def evaluate_pairs(
     :func:`prefalign.eval.reward.pairwise_report`."""
     if not pairs:
         return {}
-    kw = {"batch_size": batch_size, "max_length": max_length}
-    prompts = [p.prompt for p in pairs]
-    chosen, chosen_std = score_texts_with_uncertainty(
-        model, tokenizer, prompts, [p.chosen for p in pairs], **kw
+    # Score each distinct (prompt, answer) once: the pairs implied by a ranking or by ratings
+    # reuse every answer several times.
+    index: dict[str, int] = {}
+    rows: list[tuple[Text, Text]] = []
+    slots = []
+    for pair in pairs:
+        for answer in (pair.chosen, pair.rejected):
+            key = json.dumps([pair.prompt, answer], sort_keys=True)
+            if key not in index:
+                index[key] = len(rows)
+                rows.append((pair.prompt, answer))
+            slots.append(index[key])
+    mean, std = score_texts_with_uncertainty(
+        model,
+        tokenizer,
+        [prompt for prompt, _ in rows],
+        [answer for _, answer in rows],
+        batch_size=batch_size,
+        max_length=max_length,
     )
-    rejected, rejected_std = score_texts_with_uncertainty(
-        model, tokenizer, prompts, [p.rejected for p in pairs], **kw
-    )
+    chosen_slots, rejected_slots = torch.tensor(slots[0::2]), torch.tensor(slots[1::2])
+    chosen, rejected = mean[chosen_slots], mean[rejected_slots]
     n_heads = sum(_n_heads(m) for m in ([model] if isinstance(model, torch.nn.Module) else model))
     if n_heads > 1:
-        return pairwise_report(pairs, chosen, rejected, chosen_std=chosen_std, rejected_std=rejected_std)
+        return pairwise_report(
+            pairs, chosen, rejected, chosen_std=std[chosen_slots], rejected_std=std[rejected_slots]
+        )
     return pairwise_report(pairs, chosen, rejected)
 
 
@@ -481,11 +497,16 @@ def ordinal_batch(
 
 
 def _ordinal_module(model: torch.nn.Module) -> OrdinalRewardModel:
-    while not isinstance(model, OrdinalRewardModel):
-        inner = getattr(model, "module", None)
-        if inner is None:
-            raise TypeError(f"the ordinal objective needs an OrdinalRewardModel, got {type(model).__name__}")
-        model = inner
+    inner = _strip_wrappers(model)
+    if not isinstance(inner, OrdinalRewardModel):
+        raise TypeError(f"the ordinal objective needs an OrdinalRewardModel, got {type(inner).__name__}")
+    return inner
+
+
+def _strip_wrappers(model: torch.nn.Module) -> torch.nn.Module:
+    """The module inside DDP-style ``.module`` wrappers."""
+    while hasattr(model, "module"):
+        model = model.module
     return model
 
 
@@ -622,6 +643,5 @@ def train(cfg: RewardConfig) -> RunResult:
 
 def _backbone(model: torch.nn.Module) -> torch.nn.Module:
     """The scoring model inside an ordinal wrapper (or the model itself)."""
-    while hasattr(model, "module"):
-        model = model.module
+    model = _strip_wrappers(model)
     return model.backbone if isinstance(model, OrdinalRewardModel) else model
