@@ -130,6 +130,11 @@ def _build(cls: type[T], data: dict[str, Any], where: str) -> T:
     return cls(**kwargs)
 
 
+def build_config(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
+    """``cls`` from a nested dict (sections as dicts), type-checked like a YAML file."""
+    return _build(cls, data, where)
+
+
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     parts = dotted.split(".")
     node = tree

@@ -101,6 +101,26 @@ def test_kl_is_zero_against_itself_and_positive_after_change(cache) -> None:
     assert result["kl"] > 0 and result["kl_stderr"] > 0 and math.isfinite(result["kl_per_token"])
 
 
+def test_kl_reference_may_read_other_prompts(cache) -> None:
+    """With ``reference_prompt_ids`` the reference scores each completion after its own prompt:
+    KL = mean_i [log pi(c_i | p_i) - log ref(c_i | q_i)], checked against completion_logps."""
+    policy, _ = load_causal_lm("tiny-causal-lm")
+    reference, _ = load_causal_lm("tiny-causal-lm")
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.mul_(1.5)
+    samples = [_Sample([2, 10, 11, 40], [12, 13, 3]), _Sample([2, 10, 41], [14, 15])]
+    bare = [[2, 10, 11], [2, 10]]  # the prompts without their last ("control") token
+    got = kl_to_reference(policy, samples, reference=reference, reference_prompt_ids=bare)
+    pi = completion_logps(policy, [(s.prompt_ids, s.completion_ids) for s in samples])
+    ref = completion_logps(reference, [(q, s.completion_ids) for q, s in zip(bare, samples, strict=True)])
+    assert got["kl"] == pytest.approx(float((pi - ref).mean()), abs=1e-5)
+    same_prompts = kl_to_reference(policy, samples, reference=reference)["kl"]
+    assert got["kl"] != pytest.approx(same_prompts, abs=1e-4)
+    with pytest.raises(ValueError, match="reference_prompt_ids"):
+        kl_to_reference(policy, samples, reference=reference, reference_prompt_ids=bare[:1])
+
+
 def test_report_escapes_text_and_embeds_png() -> None:
     before = {"gold_mean": 0.3, "gold_strong_rate": 0.2, "judge2_mean": 0.1, "distinct2": 0.5}
     after = {"gold_mean": 0.6, "gold_strong_rate": 0.5, "judge2_mean": 0.3, "distinct2": 0.45}

@@ -41,6 +41,22 @@ def test_every_row_form_is_read_and_scored(tmp_path: Path) -> None:
     assert docs[3].mean_score == pytest.approx(-0.75)
 
 
+def test_prompt_is_context_not_a_segment(tmp_path: Path) -> None:
+    chat = [{"role": "user", "content": "Review Alien."}]
+    path = _jsonl(
+        tmp_path / "c.jsonl",
+        [
+            {"prompt": chat, "text": "Great film. Stupid ending.", "score": 0.5},
+            {"prompt": "Say hi.", "text": "Hi. You stupid bot."},
+            {"segments": ["plain"]},
+        ],
+    )
+    docs = load_corpus(path, scorer=BLOCK)
+    assert docs[0].prompt == chat and docs[0].segments == ("Great film. Stupid ending.",)
+    assert docs[1].prompt == "Say hi." and docs[1].scores == (0.0, -1.0)  # the prompt is never scored
+    assert docs[2].prompt is None
+
+
 def test_txt_is_one_document_per_line(tmp_path: Path) -> None:
     path = tmp_path / "c.txt"
     path.write_text("One. Two stupid.\n\nThree\n")
@@ -73,6 +89,9 @@ def test_segmentations() -> None:
         ({"text": "a", "score": float("nan")}, "score"),
         ({"text": "a", "score": True}, "score"),
         ({"text": "a", "scores": [1]}, "scores"),
+        ({"text": "a", "prompt": ""}, "prompt"),
+        ({"text": "a", "prompt": [{"role": "user"}]}, "prompt"),
+        ({"text": "a", "prompt": 3}, "prompt"),
     ],
 )
 def test_bad_rows_name_file_line_and_field(tmp_path: Path, row: object, field: str) -> None:

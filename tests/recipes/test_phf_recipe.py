@@ -82,6 +82,46 @@ def test_conditional_final_model_keeps_control_tokens_and_bans_bad(tmp_path: Pat
     assert bad not in sampled[:, 2:].flatten().tolist()
 
 
+def test_prompted_corpus_trains_on_replies_and_evaluates_replies(tmp_path: Path) -> None:
+    """Rows with a prompt: the prompt is rendered by the chat template, conditioned on and never a
+    target; the control token sits between prompt and reply; evaluation answers the prompts."""
+    from prefalign.feedback.corpus import ScoredDocument
+    from prefalign.models import load_causal_lm
+    from prefalign.recipes.phf import encode_document
+    from prefalign.rollout import generate
+
+    model, tokenizer = load_causal_lm("tiny-causal-lm")
+    chat = [{"role": "user", "content": "Review the film."}]
+    doc = ScoredDocument(("Nice film.", "I hate it."), (0.0, -1.0), prompt=chat)
+    good, bad = 900, 901
+    enc = encode_document(
+        tokenizer, doc, threshold=0.0, start_id=1, end_id=2, control_ids=(good, bad), control_token_loss=False
+    )
+    head = generate(model, tokenizer, [chat], max_new_tokens=1)[0].prompt_ids  # what generation reads
+    assert enc.input_ids[: len(head)] == head and enc.input_ids[len(head)] == good
+    assert enc.loss_mask[: len(head) + 1] == [0] * (len(head) + 1)  # prompt and control token
+    assert (
+        bad in enc.input_ids
+        and enc.input_ids[-1] == 2
+        and sum(enc.loss_mask) == len(enc.input_ids) - len(head) - 2
+    )
+
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": f"Tell me about day {i}."}],
+            "text": "What a stupid day." if i % 3 == 0 else "A calm and sunny day.",
+        }
+        for i in range(24)
+    ]
+    corpus = tmp_path / "replies.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "replies"
+    assert _run(out, f"data.train={corpus}", "control_token_loss=false") == 0
+    report = json.loads((out / "eval.json").read_text())
+    assert report["prefix"] == "<|good|>" and report["num_samples"] == 8
+    assert 0.0 <= report["undesirable_fraction"] <= 1.0 and math.isfinite(report["heldout_nll"])
+
+
 @pytest.mark.parametrize("objective", ["conditional", "awr"])
 def test_resume_reproduces_the_uninterrupted_losses(
     objective: str, tmp_path: Path, kill_after_checkpoint: Callable[[int], AbstractContextManager[None]]

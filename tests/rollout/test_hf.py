@@ -61,6 +61,15 @@ def test_chat_template_and_stop_tokens(tiny) -> None:
     assert tokenizer.decode(sample.prompt_ids).endswith("<|im_start|>assistant\n")
 
 
+def test_response_prefix_opens_every_reply(tiny) -> None:
+    model, tokenizer = tiny
+    bare = generate(model, tokenizer, ["Hi"], max_new_tokens=2)[0]
+    prefixed = generate(model, tokenizer, ["Hi"], max_new_tokens=2, response_prefix="Sure")[0]
+    suffix = tokenizer("Sure", add_special_tokens=False)["input_ids"]
+    assert prefixed.prompt_ids == bare.prompt_ids + suffix  # the prefix is prompt, not completion
+    assert tokenizer.decode(prefixed.prompt_ids).endswith("<|im_start|>assistant\nSure")
+
+
 def test_seeded_sampling_is_deterministic_and_leaves_global_rng(tiny) -> None:
     model, tokenizer = tiny
     torch.manual_seed(123)

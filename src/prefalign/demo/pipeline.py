@@ -196,6 +196,7 @@ def rate_and_pair(samples: Sequence[Any], cfg: DemoSettings, out: Path, seed: in
     ]
     save_pairs(plain, out / "reward_pairs.jsonl")
     rankings = write_rankings(items, finished, consensus.scores, out / "rankings.jsonl")
+    corpus = write_phf_corpus(items, finished, consensus.scores, out / "phf_corpus.jsonl")
     chosen_gold = vader_compound([str(p.chosen) for p in raw])
     rejected_gold = vader_compound([str(p.rejected) for p in raw])
     raters = [
@@ -213,6 +214,7 @@ def rate_and_pair(samples: Sequence[Any], cfg: DemoSettings, out: Path, seed: in
         "num_feedback_records": len(records),
         "num_pairs": len(pairs),
         "num_rankings": rankings,
+        "num_phf_documents": corpus,
         "pairs_skipped_as_ties": report.ties,
         "pair_gold_agreement": sum(c > r for c, r in zip(chosen_gold, rejected_gold, strict=True))
         / max(1, len(raw)),
@@ -259,6 +261,29 @@ def write_rankings(
     return len(load_listwise_rows(path))  # validated, as the listwise recipe will read it
 
 
+def write_phf_corpus(
+    items: Sequence[Any], finished: set[str], scores: dict[str, dict[str, float]], path: Path
+) -> int:
+    """Every finished completion with its consensus score, as a scored corpus of replies for
+    ``prefalign phf`` (one segment per reply, the prompt as context); returns the row count."""
+    from prefalign.feedback.corpus import load_corpus
+
+    lines = [
+        json.dumps(
+            {
+                "prompt": [{"role": "user", "content": it.prompt}],
+                "text": it.response,
+                "score": scores[it.prompt_id][it.item_id],
+            }
+        )
+        + "\n"
+        for it in items
+        if it.item_id in finished and it.response.strip()
+    ]
+    path.write_text("".join(lines), encoding="utf-8")
+    return len(load_corpus(path, scorer=None))  # validated, as the phf recipe will read it
+
+
 def train_reward_model(out: Path, cfg: DemoSettings, seed: int) -> Any:
     """``prefalign.recipes.reward`` on ``reward_pairs.jsonl`` (20% held out) into ``out/reward``."""
     from prefalign.config import DataConfig, ModelConfig, TrainConfig
@@ -285,6 +310,14 @@ def train_reward_model(out: Path, cfg: DemoSettings, seed: int) -> Any:
 # LoRA on the same pairs with the same optimiser settings, so the report compares objectives only.
 # Method settings follow each paper's recommended regime (SimPO: beta 2, gamma/beta 0.5; ORPO:
 # lambda 0.1; IPO: tau = beta; KTO: beta 0.1, equal class weights for balanced pairs).
+_PHF_OPTIONS: dict[str, Any] = {
+    "objective": "conditional",
+    "scorer": {"name": "precomputed"},
+    "threshold_percentile": 50.0,
+    "control_token_loss": False,
+    "drop_control_fraction": 0.0,
+    "generation": {"num_samples": 0},  # the demo evaluates every method itself
+}
 DEMO_METHODS: dict[str, dict[str, Any]] = {
     "dpo": {"recipe": "dpo", "options": {"loss": "sigmoid"}},
     "ipo": {"recipe": "dpo", "options": {"loss": "ipo"}},
@@ -298,12 +331,28 @@ DEMO_METHODS: dict[str, dict[str, Any]] = {
         "recipe": "contrastive",
         "options": {"score": "likelihood", "reference": True, "length_normalize": False, "temperature": 10.0},
     },
+    # Conditional training (Korbak et al. 2023) on every finished sample, <|good|> when its consensus
+    # rating is in the top half; the evaluation opens each reply with <|good|>. One segment per
+    # reply, so the control token needs no loss of its own (control_token_loss false).
+    "phf": {
+        "recipe": "phf",
+        "options": _PHF_OPTIONS,
+        "data": "phf_corpus.jsonl",
+        "response_prefix": "<|good|>",
+    },
+    # Filtering: plain likelihood on the top half only (rejection-sampling fine-tuning).
+    "phf-filtering": {
+        "recipe": "phf",
+        "options": {**_PHF_OPTIONS, "objective": "filtering"},
+        "data": "phf_corpus.jsonl",
+    },
 }
 _CONFIG_CLASSES = {
     "dpo": "DPOConfig",
     "kto": "KTOConfig",
     "listwise": "ListwiseConfig",
     "contrastive": "ContrastiveConfig",
+    "phf": "PHFConfig",
 }
 
 
@@ -321,31 +370,37 @@ def train_policy(out: Path, cfg: DemoSettings, seed: int, method: str = "dpo") -
     (merged model in ``final/``)."""
     import importlib
 
-    from prefalign.config import DataConfig, ModelConfig, TrainConfig
+    from prefalign.config import build_config
 
     spec = DEMO_METHODS[method]
     module = importlib.import_module(f"prefalign.recipes.{spec['recipe']}")
     config_cls = getattr(module, _CONFIG_CLASSES[spec["recipe"]])
-    options = {"beta": cfg.dpo_beta, **spec["options"]}
-    config = config_cls(
-        model=ModelConfig(name=POLICY, lora=True, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha),
-        data=DataConfig(
-            train=str(out / spec.get("data", "pairs.jsonl")),
-            max_length=cfg.max_new_tokens + 96,
-            max_prompt_length=96,
-        ),
-        train=TrainConfig(
-            learning_rate=cfg.dpo_lr,
-            batch_size=cfg.dpo_batch_size,
-            micro_batch_size=cfg.dpo_micro_batch_size,
-            epochs=cfg.dpo_epochs,
-            warmup_steps=2,
-            lr_scheduler="linear",
-            seed=seed,
-        ),
-        output_dir=str(out / method),
-        overwrite=True,
-        **{k: v for k, v in options.items() if k in {f.name for f in dataclasses.fields(config_cls)}},
+    # The demo's beta is the preference losses' temperature; PHF's beta weighs RWR/AWR rewards.
+    options = {**({} if spec["recipe"] == "phf" else {"beta": cfg.dpo_beta}), **spec["options"]}
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    config = build_config(
+        config_cls,
+        {
+            "model": {"name": POLICY, "lora": True, "lora_r": cfg.lora_r, "lora_alpha": cfg.lora_alpha},
+            "data": {
+                "train": str(out / spec.get("data", "pairs.jsonl")),
+                "max_length": cfg.max_new_tokens + 96,
+                "max_prompt_length": 96,
+            },
+            "train": {
+                "learning_rate": cfg.dpo_lr,
+                "batch_size": cfg.dpo_batch_size,
+                "micro_batch_size": cfg.dpo_micro_batch_size,
+                "epochs": cfg.dpo_epochs,
+                "warmup_steps": 2,
+                "lr_scheduler": "linear",
+                "seed": seed,
+            },
+            "output_dir": str(out / method),
+            "overwrite": True,
+            **{k: v for k, v in options.items() if k in fields},
+        },
+        f"demo method {method}",
     )
     return module.train(config)
 
@@ -484,6 +539,7 @@ def run_demo(
     with timer.stage("evaluate before"):
         before_samples = generate(base, tokenizer, eval_prompts, eval_sampling, stats=gen_stats)
         before, before_gold, before_rm = _evaluate(before_samples, rm, rm_tokenizer)
+    base_prompt_ids = {s.prompt_index: s.prompt_ids for s in before_samples}
 
     results: dict[str, dict[str, Any]] = {}
     for method in method_names:
@@ -493,10 +549,20 @@ def run_demo(
                 json.loads(line)["loss"] for line in (out / method / "metrics.jsonl").read_text().splitlines()
             ]
         with timer.stage(f"evaluate {method}"):
-            policy, _ = load_causal_lm(result.final_dir)
-            samples = generate(policy, tokenizer, eval_prompts, eval_sampling, stats=gen_stats)
+            # The policy's own tokenizer: conditional training adds control tokens to it.
+            policy, policy_tokenizer = load_causal_lm(result.final_dir)
+            prefix = DEMO_METHODS[method].get("response_prefix", "")
+            sampling_m = dataclasses.replace(eval_sampling, response_prefix=prefix)
+            samples = generate(policy, policy_tokenizer, eval_prompts, sampling_m, stats=gen_stats)
             metrics, gold, rm_scores = _evaluate(samples, rm, rm_tokenizer)
-            kl = kl_to_reference(policy, samples, reference=base, pad_id=tokenizer.pad_token_id)
+            kl = kl_to_reference(
+                policy,
+                samples,
+                reference=base,
+                pad_id=tokenizer.pad_token_id,
+                # The reference reads the bare prompt (it knows no control token).
+                reference_prompt_ids=[base_prompt_ids[s.prompt_index] for s in samples] if prefix else None,
+            )
             del policy
         results[method] = {
             "metrics": metrics,

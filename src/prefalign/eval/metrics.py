@@ -134,6 +134,7 @@ def kl_to_reference(
     pad_id: int = 0,
     batch_size: int = 16,
     temperature: float = 1.0,
+    reference_prompt_ids: Sequence[Sequence[int]] | None = None,
 ) -> dict[str, float]:
     """Estimate KL(policy || reference) per completion from the policy's own samples.
 
@@ -144,22 +145,33 @@ def kl_to_reference(
     policy at the same ``temperature`` used here (the demo samples at temperature 1), otherwise
     it estimates something else. ``samples`` need ``prompt_ids`` and ``completion_ids`` (see
     :class:`prefalign.rollout.Sample`). With ``reference=None`` the policy must be a LoRA model and
-    the reference is the same model with adapters disabled.
+    the reference is the same model with adapters disabled. ``reference_prompt_ids`` (one per
+    sample) is what the reference reads instead of each sample's ``prompt_ids`` when the policy
+    was prompted differently: a policy from conditional training reads the prompt plus a
+    ``<|good|>`` token the reference does not know, and ``KL(pi(.|x, good) || ref(.|x))`` is the
+    divergence of what it generates.
 
     Returns ``{"kl": mean, "kl_stderr": standard error, "kl_per_token": sum / tokens}``.
     """
     from prefalign.models import reference_logits_context
 
-    rows = [(list(s.prompt_ids), list(s.completion_ids)) for s in samples if len(s.completion_ids)]
+    if reference_prompt_ids is not None and len(reference_prompt_ids) != len(samples):
+        raise ValueError(
+            f"reference_prompt_ids: {len(reference_prompt_ids)} prompts for {len(samples)} samples"
+        )
+    ref_prompts = reference_prompt_ids or [s.prompt_ids for s in samples]
+    kept = [(s, p) for s, p in zip(samples, ref_prompts, strict=True) if len(s.completion_ids)]
+    rows = [(list(s.prompt_ids), list(s.completion_ids)) for s, _ in kept]
+    ref_rows = [(list(p), list(s.completion_ids)) for s, p in kept]
     if not rows:
         return {"kl": math.nan, "kl_stderr": math.nan, "kl_per_token": math.nan}
     kw = {"pad_id": pad_id, "batch_size": batch_size, "temperature": temperature}
     pi = completion_logps(policy, rows, **kw)
     if reference is None:
         with reference_logits_context(policy):
-            ref = completion_logps(policy, rows, **kw)
+            ref = completion_logps(policy, ref_rows, **kw)
     else:
-        ref = completion_logps(reference, rows, **kw)
+        ref = completion_logps(reference, ref_rows, **kw)
     diff = (pi - ref).double()
     tokens = sum(len(c) for _, c in rows)
     stderr = float(diff.std(unbiased=True) / math.sqrt(len(diff))) if len(diff) > 1 else math.nan

@@ -15,6 +15,11 @@ Sources:
   - ``{"segments": ["First sentence.", "Second one."]}``: already segmented; scored by the scorer;
   - ``{"segments": [...], "scores": [0.0, -1.0]}``: segmented and scored, one score per segment.
 
+  Any of these may add ``"prompt"`` (a string, or chat messages as in pair files): context the
+  document continues, e.g. the request a reply answers. The prompt is rendered as generation
+  renders it (the chat template with a generation prompt), conditioned on, never a target, never
+  scored and never given a control token, so PHF fine-tunes a chat model on scored replies.
+
 Segmentation (``segmentation``): ``sentence`` splits after ``.``, ``!`` or ``?`` followed by
 white space (a dependency-free stand-in for the spaCy splitter Korbak used), ``line`` splits at
 line breaks, ``document`` keeps the text whole.
@@ -34,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prefalign.feedback.formats import DataError, LoadedRows, finish_loading
+from prefalign.feedback.formats import DataError, LoadedRows, Text, _check_text, _FieldError, finish_loading
 from prefalign.feedback.scorers import Scorer
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -48,11 +53,13 @@ SEGMENTERS: dict[str, Callable[[str], list[str]]] = {
 
 @dataclass(frozen=True)
 class ScoredDocument:
-    """One document: its segments, one score per segment, and where it came from ("file:line")."""
+    """One document: its segments, one score per segment, where it came from ("file:line"), and the
+    prompt it continues (None for plain text)."""
 
     segments: tuple[str, ...]
     scores: tuple[float, ...]
     source: str = ""
+    prompt: Text | None = None
 
     @property
     def mean_score(self) -> float:
@@ -71,6 +78,7 @@ class _Pending:
     line: int
     segments: list[str]
     scores: list[float] | None
+    prompt: Text | None = None
 
 
 def _number(value: Any) -> bool:
@@ -80,6 +88,17 @@ def _number(value: Any) -> bool:
 def _parse_row(row: Any, file: str, line: int, segment: Callable[[str], list[str]]) -> _Pending:
     if not isinstance(row, dict):
         raise DataError(file, line, "<row>", f"expected a JSON object, got {type(row).__name__}")
+    parsed = _parse_body(row, file, line, segment)
+    if "prompt" in row:
+        try:
+            parsed.prompt = _check_text("prompt", row["prompt"])
+        except _FieldError as err:
+            raise DataError(file, line, err.field, err.message) from None
+    return parsed
+
+
+def _parse_body(row: dict[str, Any], file: str, line: int, segment: Callable[[str], list[str]]) -> _Pending:
+    """The segments and scores of a row (everything but its prompt)."""
     if "text" in row and "segments" in row:
         raise DataError(file, line, "segments", "give either 'text' or 'segments', not both")
     if "segments" in row:
@@ -185,7 +204,7 @@ def load_corpus(
     documents = []
     for p in pending:
         scores = p.scores if p.scores is not None else [float(next(computed)) for _ in p.segments]
-        documents.append(ScoredDocument(tuple(p.segments), tuple(scores), f"{file}:{p.line}"))
+        documents.append(ScoredDocument(tuple(p.segments), tuple(scores), f"{file}:{p.line}", p.prompt))
     return finish_loading(
         file, documents, errors, seen=len(rows), good=len(documents), report_path=report_path
     )

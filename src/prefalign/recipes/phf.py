@@ -45,6 +45,7 @@ import torch
 
 from prefalign.config import ConfigError, DataConfig, ModelConfig, TrainConfig
 from prefalign.feedback.corpus import SEGMENTERS, ScoredDocument, load_corpus, score_threshold
+from prefalign.feedback.formats import Text
 from prefalign.feedback.scorers import Scorer, ScorerConfig, build_scorer
 from prefalign.losses.phf import PHF_OBJECTIVES
 from prefalign.losses.reduction import reduce_token_loss
@@ -59,6 +60,7 @@ from prefalign.recipes.common import (
     micro_batches,
     step_plan,
 )
+from prefalign.rollout import SamplingConfig, generate, render_prompt
 from prefalign.run import Run, RunResult
 from prefalign.utils import seed_everything
 
@@ -201,9 +203,13 @@ def encode_document(
     segments joined by spaces. ``control_ids`` = (good id, bad id) puts a control token before
     each segment whose ``keep_control`` entry is true. Every token except ``start`` is a target
     (``loss_mask`` 1), control tokens only with ``control_token_loss``; each token carries its
-    segment's score (the end token: the last segment's).
+    segment's score (the end token: the last segment's). A document with a ``prompt`` starts with
+    the prompt's tokens instead of ``start``, exactly as :func:`prefalign.rollout.generate` encodes
+    it (the chat template with a generation prompt), none of them a target.
     """
-    ids, mask, scores, good = [start_id], [0], [doc.scores[0]], [doc.scores[0] >= threshold]
+    head = [start_id] if doc.prompt is None else prompt_token_ids(tokenizer, doc.prompt)
+    ids, mask = list(head), [0] * len(head)
+    scores, good = [doc.scores[0]] * len(head), [doc.scores[0] >= threshold] * len(head)
     for i, (text, score) in enumerate(zip(doc.segments, doc.scores, strict=True)):
         is_good = score >= threshold
         if control_ids is not None and (keep_control is None or keep_control[i]):
@@ -224,6 +230,12 @@ def encode_document(
     if max_length > 0:
         ids, mask, scores, good = ids[:max_length], mask[:max_length], scores[:max_length], good[:max_length]
     return EncodedDocument(ids, mask, scores, good)
+
+
+def prompt_token_ids(tokenizer: Any, prompt: Text) -> list[int]:
+    """Token ids of a rendered prompt, as :func:`prefalign.rollout.generate` feeds it to the model."""
+    plain = not getattr(tokenizer, "chat_template", None)
+    return list(tokenizer(render_prompt(tokenizer, prompt), add_special_tokens=plain)["input_ids"])
 
 
 def collate(rows: list[EncodedDocument], pad_id: int) -> dict[str, torch.Tensor]:
@@ -329,6 +341,23 @@ def sample_documents(
             texts.append(tokenizer.decode(row, skip_special_tokens=True).strip())
     lm.train(was_training)
     return texts
+
+
+def sample_replies(
+    lm: Any, tokenizer: Any, prompts: list[Text], cfg: PHFGenerationConfig, prefix: str
+) -> list[str]:
+    """``cfg.num_samples`` replies, one per prompt in turn (cycling), each opened by ``prefix``
+    (the good control token after conditional training); the generation config bans ``<|bad|>``."""
+    chosen = [prompts[i % len(prompts)] for i in range(cfg.num_samples)]
+    sampling = SamplingConfig(
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        response_prefix=prefix,
+    )
+    return [s.completion for s in generate(lm, tokenizer, chosen, sampling)]
 
 
 def generation_report(texts: list[str], scorer: Scorer | None, threshold: float, keep: int) -> dict[str, Any]:
@@ -503,17 +532,23 @@ def train(cfg: PHFConfig) -> RunResult:
     }
     if eval_encoded:
         eval_metrics["heldout_nll"] = heldout_nll(unwrapped, eval_encoded, pad_id, cfg.train.micro_batch_size)
+    prompts = [d.prompt for d in (eval_docs or docs) if d.prompt is not None]
     if cfg.generation.num_samples > 0 and accelerator.is_main_process:
-        prompt = [start_id] + ([control_ids[0]] if control_ids is not None else [])
-        texts = sample_documents(
-            unwrapped.lm,
-            tokenizer,
-            prompt,
-            cfg.generation,
-            end_id=end_id,
-            banned_ids=[control_ids[1]] if control_ids is not None else [],
-        )
-        eval_metrics["prefix"] = tokenizer.decode(prompt)
+        if prompts:  # replies to the corpus's prompts (held-out ones when there are any)
+            prefix = cfg.good_token if control_ids is not None else ""
+            texts = sample_replies(unwrapped.lm, tokenizer, prompts, cfg.generation, prefix)
+            eval_metrics["prefix"] = prefix
+        else:  # documents from scratch, as Korbak et al. evaluate
+            prompt = [start_id] + ([control_ids[0]] if control_ids is not None else [])
+            texts = sample_documents(
+                unwrapped.lm,
+                tokenizer,
+                prompt,
+                cfg.generation,
+                end_id=end_id,
+                banned_ids=[control_ids[1]] if control_ids is not None else [],
+            )
+            eval_metrics["prefix"] = tokenizer.decode(prompt)
         eval_metrics.update(generation_report(texts, scorer, threshold, cfg.generation.keep_samples))
     if accelerator.is_main_process:
         run.write_json("eval.json", eval_metrics)

@@ -45,6 +45,10 @@ class SamplingConfig:
     """Seed for sampling (each batch reseeds from ``seed + batch index``); None uses the global RNG."""
     system_prompt: str | None = None
     """System message for chat templates (None keeps the template's default, if any)."""
+    response_prefix: str = ""
+    """Text appended to every rendered prompt, which the reply then continues: e.g. the
+    ``<|good|>`` control token of a model from conditional training (``prefalign phf``). Its
+    tokens are part of ``Sample.prompt_ids``, not of the completion."""
 
 
 @dataclass
@@ -152,7 +156,7 @@ def generate(
     stops = stop_token_ids(model, tokenizer)
     stop_set = set(stops)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
-    texts = [render_prompt(tokenizer, p, cfg.system_prompt) for p in prompts]
+    texts = [render_prompt(tokenizer, p, cfg.system_prompt) + cfg.response_prefix for p in prompts]
     plain = not getattr(tokenizer, "chat_template", None)
     encoded = [list(tokenizer(t, add_special_tokens=plain)["input_ids"]) for t in texts]
     jobs = [(i, s) for i in range(len(prompts)) for s in range(cfg.n)]
