@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--method",
         default="dpo",
         help="alignment method(s), comma-separated, compared side by side in the report: "
-        "dpo, ipo, hinge, rpo, simpo, orpo, kto, listwise, contrastive (default: dpo)",
+        "dpo, ipo, hinge, rpo, simpo, orpo, kto, listwise, contrastive, phf, phf-filtering (default: dpo)",
     )
     demo.set_defaults(handler=_demo)
     reward_eval = sub.add_parser(

@@ -135,6 +135,13 @@ def test_rate_and_pair_writes_feedback_and_pairs(tmp_path: Path) -> None:
     assert len(rankings[0].responses) == 4 and rankings[0].ranks[0] == 1
     assert rankings[0].responses[0][-1]["content"] == texts[0]
     assert rankings[0].responses[-1][-1]["content"] == texts[3]
+    # Every finished sample with its consensus score, for `--method phf`.
+    from prefalign.feedback.corpus import load_corpus
+
+    corpus = load_corpus(tmp_path / "phf_corpus.jsonl", scorer=None)
+    assert info["num_phf_documents"] == len(corpus) == len(samples)
+    assert corpus[0].prompt == [{"role": "user", "content": "Review movie 0."}]
+    assert corpus[0].segments == (texts[0],) and corpus[0].scores[0] > corpus[3].scores[0]
 
 
 def test_unfinished_completions_and_ties_make_no_pairs(tmp_path: Path) -> None:
@@ -153,3 +160,4 @@ def test_unfinished_completions_and_ties_make_no_pairs(tmp_path: Path) -> None:
     pairs = load_pairs(tmp_path / "pairs.jsonl")
     assert pairs and all(p.chosen[-1]["content"] == "Good." for p in pairs)
     assert all(p.rejected[-1]["content"] == texts[1] for p in pairs)
+    assert (tmp_path / "phf_corpus.jsonl").read_text().count("\n") == 24  # the 12 cut reviews are left out

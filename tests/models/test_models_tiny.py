@@ -203,6 +203,33 @@ def test_lora_reference_context_and_merge_and_save(tiny_cache: Path, tmp_path: P
     assert not list(tmp_path.glob(".final.tmp-*"))
 
 
+def test_lora_trains_only_the_named_token_rows_and_merges_them(tiny_cache: Path, tmp_path: Path) -> None:
+    """``trainable_token_ids``: those embedding rows learn beside the adapters; no other row moves,
+    and ``final/`` carries the trained rows (tied, so the output rows match)."""
+    from prefalign.models import apply_lora
+
+    model, tok = load_causal_lm("tiny-causal-lm")
+    before = model.get_input_embeddings().weight.detach().clone()
+    new_ids = [5, 9]
+    policy = apply_lora(model, LoraSettings(r=2, alpha=4), "CAUSAL_LM", trainable_token_ids=new_ids)
+    optimizer = torch.optim.SGD([p for p in policy.parameters() if p.requires_grad], lr=1.0)
+    batch = {
+        "input_ids": torch.tensor([[5, 9, 11, 12, 13]]),
+        "attention_mask": torch.ones(1, 5, dtype=torch.long),
+    }
+    for _ in range(3):
+        loss = policy(**batch, labels=batch["input_ids"]).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    out = merge_and_save(policy, tok, tmp_path / "final")
+    merged = AutoModelForCausalLM.from_pretrained(out)
+    after = merged.get_input_embeddings().weight.detach()
+    moved = (after - before).abs().amax(dim=1) > 1e-6
+    assert moved.nonzero().flatten().tolist() == new_ids
+    torch.testing.assert_close(merged.get_output_embeddings().weight, after)
+
+
 def test_lora_reward_model_merge_keeps_trained_head(tiny_cache: Path, tmp_path: Path) -> None:
     model, tok = load_reward_model(
         "tiny-reward", lora=LoraSettings(r=2, alpha=4, target_modules=["q_proj", "v_proj"])

@@ -116,7 +116,7 @@ def test_prompted_corpus_trains_on_replies_and_evaluates_replies(tmp_path: Path)
     corpus = tmp_path / "replies.jsonl"
     corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "replies"
-    assert _run(out, f"data.train={corpus}", "control_token_loss=false") == 0
+    assert _run(out, f"data.train={corpus}", "control_token_loss=false", "model.lora=true") == 0
     report = json.loads((out / "eval.json").read_text())
     assert report["prefix"] == "<|good|>" and report["num_samples"] == 8
     assert 0.0 <= report["undesirable_fraction"] <= 1.0 and math.isfinite(report["heldout_nll"])

@@ -7,7 +7,7 @@ import copy
 import logging
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,8 +83,13 @@ def _match_tokenizer(model, tokenizer) -> None:
         generation_config.pad_token_id = tokenizer.pad_token_id
 
 
-def apply_lora(model, lora: LoraSettings, task_type: str):
-    """Wrap ``model`` in a peft LoRA model ('CAUSAL_LM' or 'SEQ_CLS'; the latter also trains the head)."""
+def apply_lora(model, lora: LoraSettings, task_type: str, trainable_token_ids: Sequence[int] = ()):
+    """Wrap ``model`` in a peft LoRA model ('CAUSAL_LM' or 'SEQ_CLS'; the latter also trains the head).
+
+    ``trainable_token_ids``: input-embedding rows trained in full beside the adapters (peft's
+    ``trainable_token_indices``; tied output rows follow), for tokens added to the vocabulary,
+    such as PHF's control tokens, whose new rows LoRA would otherwise leave at their random init.
+    """
     from peft import LoraConfig, get_peft_model
 
     targets = lora.target_modules
@@ -95,6 +100,7 @@ def apply_lora(model, lora: LoraSettings, task_type: str):
         target_modules=targets if isinstance(targets, str) else list(targets),
         bias="none",
         task_type=task_type,
+        trainable_token_indices=[int(i) for i in trainable_token_ids] or None,
     )
     with warnings.catch_warnings():
         # peft 0.21 still calls transformers' deprecated ``is_gradient_checkpointing``; the

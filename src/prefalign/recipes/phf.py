@@ -24,8 +24,9 @@ from ``<|good|>`` and ``<|bad|>`` is banned (Korbak ban both control tokens; ban
 ``<|bad|>`` lets the model open every further segment with ``<|good|>``, i.e. samples from
 ``pi(x | c^i = <|good|> for all i)``). ``final/`` keeps the control tokens in its tokenizer and
 bans ``<|bad|>`` in its generation config, so ``generate`` on a ``<|good|>``-prefixed prompt
-reproduces this. With ``model.lora`` the control tokens' embedding rows keep their random
-initialisation (LoRA does not train embeddings); the adapters learn to read them.
+reproduces this. With ``model.lora`` the control tokens' embedding rows (new, randomly
+initialised) are trained in full beside the adapters (peft's ``trainable_token_indices``), and
+merged into ``final/``.
 
 Sequences are one document each (no packing), right-padded; the loss is the token mean over the
 optimizer step (``reduce_token_loss`` with the step's token count), so micro-batching does not
@@ -445,7 +446,8 @@ def train(cfg: PHFConfig) -> RunResult:
         lm.generation_config.bad_words_ids = [[control_ids[1]]]
     settings = lora_settings(cfg.model)
     if settings is not None:
-        lm = apply_lora(lm, settings, "CAUSAL_LM")
+        # The control tokens' rows are new: trained in full, since LoRA leaves embeddings frozen.
+        lm = apply_lora(lm, settings, "CAUSAL_LM", trainable_token_ids=control_ids or ())
     disable_dropout(lm)
     policy = PHFPolicy(lm, value_head="values" in objective.inputs)
     start_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
