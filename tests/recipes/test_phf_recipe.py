@@ -82,6 +82,22 @@ def test_conditional_final_model_keeps_control_tokens_and_bans_bad(tmp_path: Pat
     assert bad not in sampled[:, 2:].flatten().tolist()
 
 
+def test_words_init_starts_each_control_token_at_its_words() -> None:
+    from prefalign.config import ConfigError
+    from prefalign.models import load_causal_lm
+    from prefalign.recipes.phf import add_control_tokens
+
+    model, tok = load_causal_lm("tiny-causal-lm")
+    words = {w: tok(" " + w, add_special_tokens=False)["input_ids"] for w in ("good", "very bad")}
+    good, bad = add_control_tokens(model, tok, "<|good|>", "<|very_bad|>", init="words")
+    emb = model.get_input_embeddings().weight
+    torch.testing.assert_close(emb[good], emb[words["good"]].mean(dim=0))
+    torch.testing.assert_close(emb[bad], emb[words["very bad"]].mean(dim=0))
+    assert model.get_output_embeddings().weight[good].equal(emb[good])  # tied: one table
+    with pytest.raises(ConfigError, match="no word"):
+        add_control_tokens(model, tok, "<|+|>", "<|-|>", init="words")
+
+
 def test_prompted_corpus_trains_on_replies_and_evaluates_replies(tmp_path: Path) -> None:
     """Rows with a prompt: the prompt is rendered by the chat template, conditioned on and never a
     target; the control token sits between prompt and reply; evaluation answers the prompts."""
@@ -151,6 +167,8 @@ def test_bad_corpus_row_and_bad_config_fail_cleanly(
     assert "objective" in capsys.readouterr().err
     assert _run(tmp_path / "c", "scorer.name=nope") == 2
     assert "unknown scorer" in capsys.readouterr().err
+    assert _run(tmp_path / "d", "control_token_init=nope") == 2
+    assert "control_token_init" in capsys.readouterr().err
 
 
 # ---- the key property: conditional training generates less undesirable text than MLE -----------

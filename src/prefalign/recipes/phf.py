@@ -40,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import re
 from typing import Any
 
 import torch
@@ -121,6 +122,11 @@ class PHFConfig:
     on the test corpus of tests/recipes/test_phf_recipe.py (tiny-causal-lm, 300 steps, seeds 0-9): MLE
     samples 32-52% undesirable; conditional 0-1% with false, but with true 0-3% on 8 seeds, 10%
     and 38% on the other two."""
+    control_token_init: str = "random"
+    """Conditional: how the control tokens' new embedding rows start: 'random' (the model's init,
+    as when pretraining from scratch) or 'words' (the mean embedding of the words in the token's
+    name, " good" and " bad": for fine-tuning a pretrained model, whose random new rows are far
+    smaller than its word embeddings and barely move at fine-tuning learning rates)."""
     drop_control_fraction: float = 0.01
     """Conditional: share of segments left without a control token (Korbak: 0.01)."""
     unlikelihood_weight: float = 1.0
@@ -167,12 +173,42 @@ class PHFPolicy(torch.nn.Module):
         return out.logits, self.value_head(out.hidden_states[-1].float()).squeeze(-1)
 
 
-def add_control_tokens(model: Any, tokenizer: Any, good: str, bad: str) -> tuple[int, int]:
-    """Add ``good``/``bad`` as special tokens (kept if present) and grow the embeddings; returns their ids."""
+CONTROL_TOKEN_INITS = ("random", "words")
+
+
+def add_control_tokens(
+    model: Any, tokenizer: Any, good: str, bad: str, init: str = "random"
+) -> tuple[int, int]:
+    """Add ``good``/``bad`` as special tokens (kept if present) and grow the embeddings; returns their ids.
+
+    ``init``: ``random`` leaves new rows at the model's random initialisation (as when pretraining
+    from scratch); ``words`` sets each new token's input (and output) row to the mean of the rows
+    of the words in its name (``<|good|>`` -> " good"), so a pretrained model reads the control
+    token at the scale and with the meaning of a word it knows instead of as a small random vector.
+    """
+    known = set(tokenizer.get_vocab())
     tokenizer.add_tokens([good, bad], special_tokens=True)
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-    return int(tokenizer.convert_tokens_to_ids(good)), int(tokenizer.convert_tokens_to_ids(bad))
+    ids = int(tokenizer.convert_tokens_to_ids(good)), int(tokenizer.convert_tokens_to_ids(bad))
+    if init == "words":
+        tables = [model.get_input_embeddings().weight]
+        output = model.get_output_embeddings()
+        if output is not None and output.weight is not tables[0]:
+            tables.append(output.weight)
+        for token, token_id in zip((good, bad), ids, strict=True):
+            if token in known:
+                continue  # the model already has a row for it
+            word = " ".join(re.findall(r"[A-Za-z0-9]+", token))
+            pieces = list(tokenizer(" " + word, add_special_tokens=False)["input_ids"]) if word else []
+            if not pieces:
+                raise ConfigError(
+                    f"control_token_init=words: {token!r} has no word in its name to start from"
+                )
+            with torch.no_grad():
+                for table in tables:
+                    table[token_id] = table[pieces].mean(dim=0)
+    return ids
 
 
 # ---- data --------------------------------------------------------------------------------------
@@ -389,6 +425,10 @@ def _check_config(cfg: PHFConfig) -> None:
         raise ConfigError(f"beta and max_weight must be positive, got {cfg.beta} and {cfg.max_weight}")
     if not 0 <= cfg.awr_alpha <= 1:
         raise ConfigError(f"awr_alpha must lie in [0, 1], got {cfg.awr_alpha}")
+    if cfg.control_token_init not in CONTROL_TOKEN_INITS:
+        raise ConfigError(
+            f"control_token_init: unknown {cfg.control_token_init!r}; choose from {CONTROL_TOKEN_INITS}"
+        )
     if cfg.good_token == cfg.bad_token:
         raise ConfigError("good_token and bad_token must differ")
     if not cfg.data.train:
@@ -441,7 +481,7 @@ def train(cfg: PHFConfig) -> RunResult:
     lm, tokenizer = load_causal_lm(cfg.model.name)
     control_ids = None
     if objective.corpus == "condition":
-        control_ids = add_control_tokens(lm, tokenizer, cfg.good_token, cfg.bad_token)
+        control_ids = add_control_tokens(lm, tokenizer, cfg.good_token, cfg.bad_token, cfg.control_token_init)
         # Banned in final/'s generation config too: sampling from a <|good|> prompt stays conditioned.
         lm.generation_config.bad_words_ids = [[control_ids[1]]]
     settings = lora_settings(cfg.model)
