@@ -62,7 +62,7 @@ from prefalign.recipes.common import (
     micro_batches,
     step_plan,
 )
-from prefalign.rollout import SamplingConfig, generate, render_prompt
+from prefalign.rollout import SamplingConfig, generate, prompt_token_ids
 from prefalign.run import Run, RunResult
 from prefalign.utils import seed_everything
 
@@ -267,12 +267,6 @@ def encode_document(
     if max_length > 0:
         ids, mask, scores, good = ids[:max_length], mask[:max_length], scores[:max_length], good[:max_length]
     return EncodedDocument(ids, mask, scores, good)
-
-
-def prompt_token_ids(tokenizer: Any, prompt: Text) -> list[int]:
-    """Token ids of a rendered prompt, as :func:`prefalign.rollout.generate` feeds it to the model."""
-    plain = not getattr(tokenizer, "chat_template", None)
-    return list(tokenizer(render_prompt(tokenizer, prompt), add_special_tokens=plain)["input_ids"])
 
 
 def collate(rows: list[EncodedDocument], pad_id: int) -> dict[str, torch.Tensor]:

@@ -18,8 +18,17 @@ from prefalign.rollout.hf import (
     Sample,
     SamplingConfig,
     generate,
+    prompt_token_ids,
     render_prompt,
     stop_token_ids,
 )
 
-__all__ = ["GenerationStats", "Sample", "SamplingConfig", "generate", "render_prompt", "stop_token_ids"]
+__all__ = [
+    "GenerationStats",
+    "Sample",
+    "SamplingConfig",
+    "generate",
+    "prompt_token_ids",
+    "render_prompt",
+    "stop_token_ids",
+]

@@ -101,6 +101,16 @@ def render_prompt(tokenizer: Any, prompt: Prompt, system_prompt: str | None = No
     return prompt
 
 
+def prompt_token_ids(
+    tokenizer: Any, prompt: Prompt, system_prompt: str | None = None, suffix: str = ""
+) -> list[int]:
+    """Token ids of the rendered prompt (plus ``suffix``) as :func:`generate` feeds it to the model:
+    a chat template brings its own special tokens, plain text gets the tokenizer's (e.g. BOS)."""
+    plain = not getattr(tokenizer, "chat_template", None)
+    text = render_prompt(tokenizer, prompt, system_prompt) + suffix
+    return list(tokenizer(text, add_special_tokens=plain)["input_ids"])
+
+
 def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
     """EOS ids of the tokenizer and generation config, plus the chat end token when it exists."""
     ids: list[int] = []
@@ -156,9 +166,7 @@ def generate(
     stops = stop_token_ids(model, tokenizer)
     stop_set = set(stops)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
-    texts = [render_prompt(tokenizer, p, cfg.system_prompt) + cfg.response_prefix for p in prompts]
-    plain = not getattr(tokenizer, "chat_template", None)
-    encoded = [list(tokenizer(t, add_special_tokens=plain)["input_ids"]) for t in texts]
+    encoded = [prompt_token_ids(tokenizer, p, cfg.system_prompt, cfg.response_prefix) for p in prompts]
     jobs = [(i, s) for i in range(len(prompts)) for s in range(cfg.n)]
     device = next(model.parameters()).device
     sampling: dict[str, Any] = {"do_sample": cfg.temperature > 0}
