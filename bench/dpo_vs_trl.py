@@ -383,7 +383,7 @@ def child_prefalign(spec: dict[str, Any]) -> dict[str, Any]:
     import prefalign.recipes.dpo as dpo
     from prefalign.config import TrainConfig, load_config
     from prefalign.recipes.common import step_plan as prefalign_step_plan
-    from prefalign.run import Run
+    from prefalign.train.run import Run
 
     marks: dict[str, Any] = {"step_end": [], "losses": [], "logps_chosen": [], "logps_rejected": []}
     original_log, original_restore, original_ref = Run.log, Run.restore, dpo.reference_pair_logps

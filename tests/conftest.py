@@ -31,7 +31,7 @@ def _run_from_repo(monkeypatch: pytest.MonkeyPatch) -> None:
 def kill_after_checkpoint(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], AbstractContextManager[None]]:
     """``with kill_after_checkpoint(4): run(...)``: the run dies (KeyboardInterrupt) right after it has
     written checkpoint ``step-4``, as a killed job would; the block expects that interrupt."""
-    from prefalign.run import Run
+    from prefalign.train.run import Run
 
     @contextmanager
     def killed(step: int) -> Iterator[None]:

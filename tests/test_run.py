@@ -7,11 +7,15 @@ import torch
 
 from prefalign.config import load_config
 from prefalign.recipes.dpo import DPOConfig
-from prefalign.run import Run, RunDirError
+from prefalign.train.run import Run, RunDirError
 
 
 def _cfg(out: Path) -> DPOConfig:
-    return load_config(DPOConfig, None, [f"output_dir={out}", "train.keep_checkpoints=2"])
+    return load_config(
+        DPOConfig,
+        None,
+        [f"output_dir={out}", "train.keep_checkpoints=2", "data.train=configs/data/tiny_pairs.jsonl"],
+    )
 
 
 def test_refuses_to_clobber_an_earlier_run(tmp_path: Path) -> None:

@@ -48,18 +48,24 @@ RECIPES: dict[str, tuple[str, str, str]] = {
 
 def _recipe_command(name: str) -> Callable[[argparse.Namespace], int]:
     def handler(args: argparse.Namespace) -> int:
-        from prefalign.config import load_config
+        from prefalign.config import ConfigError, load_config
 
         module = importlib.import_module(RECIPES[name][0])
         config_cls = getattr(module, RECIPES[name][1])
-        overrides = list(args.overrides)
-        if args.output_dir:
-            overrides.append(f"output_dir={args.output_dir}")
+        # Flags are typed values, not override text: a path stays the path it is ('1e3', 'a #1').
+        values: dict[str, object] = {}
+        if args.output_dir is not None:
+            values["output_dir"] = args.output_dir
         if args.resume:
-            overrides.append("resume=true")
+            values["resume"] = True
         if args.overwrite:
-            overrides.append("overwrite=true")
-        config = load_config(config_cls, args.config, overrides, section=name)
+            values["overwrite"] = True
+        # Every value is checked here, before any model or data loads and before anything is written.
+        config = load_config(config_cls, args.config, args.overrides, section=name, values=values)
+        if config.resume and config.overwrite:
+            raise ConfigError(
+                "resume and overwrite: pick one (resume continues the run, overwrite starts over)"
+            )
         result = module.train(config)
         print(f"{name}: {result.steps} steps; final model in {result.final_dir}")
         if result.eval_metrics:
@@ -70,8 +76,20 @@ def _recipe_command(name: str) -> Callable[[argparse.Namespace], int]:
     return handler
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _check_args(*checks: tuple[str, object, object]) -> None:
+    """Raise ConfigError ``FLAG: problem`` for the first ``(flag, value, Check)`` that fails."""
     from prefalign.config import ConfigError
+
+    for flag, value, check in checks:
+        problem = check.problem(value)  # type: ignore[attr-defined]
+        if problem is not None:
+            raise ConfigError(f"{flag}: {problem}")
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from prefalign.config import AtLeast, ConfigError, OutputDir
+
+    _check_args(("--output-dir", args.output_dir, OutputDir()), ("--seed", args.seed, AtLeast(0)))
     from prefalign.demo.pipeline import parse_methods, run_demo
 
     try:
@@ -86,10 +104,21 @@ def _reward_eval(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
+    from prefalign.config import AtLeast, DataSource, ModelName, OutputFile
+
+    # Checked before any model loads, so a typo costs nothing.
+    _check_args(
+        *(("--model", path, ModelName()) for path in args.model),
+        ("--data", args.data, DataSource()),
+        ("--max-length", args.max_length, AtLeast(1)),
+        ("--batch-size", args.batch_size, AtLeast(1)),
+    )
+    if args.out:
+        _check_args(("--out", args.out, OutputFile()))
     from prefalign.eval.reward import format_report
     from prefalign.feedback.formats import load_pairs
     from prefalign.models import load_reward_model
-    from prefalign.recipes.reward import evaluate_pairs
+    from prefalign.models.reward import evaluate_pairs
 
     models, tokenizer = [], None
     for path in args.model:
@@ -109,6 +138,13 @@ def _reward_eval(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
+    from prefalign.config import ConfigError
+    from prefalign.model_names import BUILTIN_MODEL_NAMES
+
+    if args.prepare is not None and args.prepare not in BUILTIN_MODEL_NAMES:
+        raise ConfigError(
+            f"--prepare: unknown model {args.prepare!r}; expected one of {', '.join(BUILTIN_MODEL_NAMES)}"
+        )
     from prefalign.models import BUILTIN_MODELS, resolve_model_path
 
     if args.prepare:
@@ -181,22 +217,34 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 0
-    from prefalign.config import ConfigError
-    from prefalign.feedback.commands import CommandError
-    from prefalign.run import RunDirError
-
-    known: tuple[type[BaseException], ...] = (ConfigError, RunDirError, FileNotFoundError, CommandError)
-    try:
-        from prefalign.feedback.formats import DataError
-
-        known = (*known, DataError)
-    except ImportError:  # data layer unavailable: still report config errors cleanly
-        pass
     try:
         return int(args.handler(args) or 0)
-    except known as err:
-        print(f"prefalign {args.command}: error: {err}", file=sys.stderr)
+    except Exception as err:
+        if not isinstance(err, _known_errors()):
+            raise
+        message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+        print(f"prefalign {args.command}: error: {message}", file=sys.stderr)
         return 2
+
+
+# Errors that are the user's input, not a bug: printed as one line with exit status 2. Only modules
+# already imported are consulted (an error of a module never imported cannot have been raised), so
+# a command that fails its checks early never pays for importing torch.
+_KNOWN_ERRORS = (
+    ("prefalign.config", "ConfigError"),
+    ("prefalign.train.run", "RunDirError"),
+    ("prefalign.feedback.commands", "CommandError"),
+    ("prefalign.feedback.formats", "DataError"),
+)
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    known: list[type[BaseException]] = [FileNotFoundError]
+    for module, name in _KNOWN_ERRORS:
+        cls = getattr(sys.modules.get(module), name, None)
+        if isinstance(cls, type) and issubclass(cls, BaseException):
+            known.append(cls)
+    return tuple(known)
 
 
 if __name__ == "__main__":

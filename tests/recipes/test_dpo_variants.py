@@ -1,11 +1,11 @@
-"""The rest of the DPO family through the CLI on configs/tiny.yaml: SimPO, ORPO, SFT term, KTO, listwise."""
+"""The rest of the DPO family through the CLI on configs/tiny.yaml: SimPO, ORPO, the SFT term.
+
+KTO and listwise DPO have their own files (test_kto.py, test_listwise.py)."""
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -14,9 +14,8 @@ from transformers import AutoModelForCausalLM
 
 from prefalign.cli import main
 from prefalign.config import load_config
-from prefalign.losses import listwise_dpo_loss
 from prefalign.models import load_causal_lm
-from prefalign.recipes import common, dpo, kto, listwise, scoring
+from prefalign.recipes import common, dpo, scoring
 from prefalign.recipes.common import (
     collate_pairs,
     completion_logps,
@@ -104,113 +103,3 @@ def test_dpo_rejects_unknown_and_mismatched_settings(
     assert "prefalign listwise" in capsys.readouterr().err
     assert _run("dpo", tmp_path / "b", "loss=orpo", "label_smoothing=0.1") == 2
     assert "label_smoothing" in capsys.readouterr().err
-
-
-# ---- kto --------------------------------------------------------------------------------------------
-
-
-def test_kto_runs_end_to_end_and_starts_at_half(tmp_path: Path) -> None:
-    out = tmp_path / "kto"
-    assert _run("kto", out) == 0
-    rows = _check_run_contract(out, 6)
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-4", "step-6"]
-    # Policy == reference at step 0: r = z = 0, so every loss is lambda / 2.
-    assert rows[0]["loss"] == pytest.approx(0.5, abs=1e-5)
-    assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-5)
-    assert {"rewards/chosen", "rewards/rejected", "rewards/margin"} <= set(rows[0])
-    assert rows[-1]["loss"] != pytest.approx(0.5, abs=1e-6)
-
-
-def test_kto_trains_on_pairs_with_class_weights(tmp_path: Path) -> None:
-    out = tmp_path / "kto-pairs"
-    overrides = ["data.train=configs/data/tiny_pairs.jsonl", "undesirable_weight=3.0", "train.max_steps=2"]
-    assert _run("kto", out, *overrides, "train.save_every=0") == 0
-    cfg = load_config(kto.KTOConfig, "configs/tiny.yaml", overrides, section="kto")
-    train_rows, eval_rows = kto.load_unpaired_splits(cfg.data, cfg.train.seed)
-    assert len(train_rows) + len(eval_rows) == 48  # 24 pairs, two rows each
-    # Both halves of a pair stay on one side of the split.
-    assert not {r.source for r in train_rows} & {r.source for r in eval_rows}
-    labels = [train_rows[i].label for i in step_plan(len(train_rows), cfg.train)[0]]
-    expected = sum(0.5 if label else 1.5 for label in labels) / len(labels)
-    assert _metrics(out)[0]["loss"] == pytest.approx(expected, abs=1e-5)
-
-
-def test_kto_resume_reproduces_the_uninterrupted_losses(
-    tmp_path: Path, kill_after_checkpoint: Callable[[int], AbstractContextManager[None]]
-) -> None:
-    straight = tmp_path / "straight"
-    assert _run("kto", straight) == 0
-    expected = [r["loss"] for r in _metrics(straight)]
-
-    crashed = tmp_path / "crashed"
-    with kill_after_checkpoint(4):
-        _run("kto", crashed)
-    assert len(_metrics(crashed)) == 4
-    assert _run("kto", crashed, "--resume") == 0
-    resumed = [r["loss"] for r in _metrics(crashed)]
-    torch.testing.assert_close(torch.tensor(resumed), torch.tensor(expected), rtol=0, atol=1e-6)
-
-
-def test_kto_bad_row_is_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    bad = tmp_path / "unpaired.jsonl"
-    bad.write_text(
-        '{"prompt": "p", "completion": "a", "label": true}\n'
-        '{"prompt": "p", "completion": "b", "label": "maybe"}\n'
-    )
-    assert _run("kto", tmp_path / "out", f"data.train={bad}", "data.eval_fraction=0") == 2
-    err = capsys.readouterr().err
-    assert "unpaired.jsonl" in err and "line 2" in err and "label" in err
-
-
-# ---- listwise ---------------------------------------------------------------------------------------
-
-
-def test_listwise_runs_end_to_end_and_starts_at_log_factorials(tmp_path: Path) -> None:
-    out = tmp_path / "listwise"
-    assert _run("listwise", out) == 0
-    rows = _check_run_contract(out, 6)
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-4", "step-6"]
-    # Policy == reference at step 0: the Plackett-Luce loss of each ranking is a sum of log
-    # risk-set sizes (log K! without ties); computed here by the loss on zero rewards.
-    cfg = load_config(listwise.ListwiseConfig, "configs/tiny.yaml", [], section="listwise")
-    train_rows, _ = listwise.load_listwise_splits(cfg.data, cfg.train.seed)
-    first = [train_rows[i] for i in step_plan(len(train_rows), cfg.train)[0]]
-    width = max(len(r.ranks) for r in first)
-    ranks = torch.tensor([r.ranks + [0] * (width - len(r.ranks)) for r in first])
-    mask = torch.tensor([[k < len(r.ranks) for k in range(width)] for r in first])
-    zeros = torch.zeros(len(first), width, dtype=torch.float64)
-    expected, _ = listwise_dpo_loss(zeros, zeros, beta=cfg.beta, ranks=ranks, mask=mask)
-    assert rows[0]["loss"] == pytest.approx(float(expected.mean()), abs=1e-5)
-    assert rows[-1]["loss"] < rows[0]["loss"]
-
-
-def test_listwise_on_pairs_follows_dpo(tmp_path: Path) -> None:
-    # A pair is a ranking of two and the Plackett-Luce loss is then DPO's: same split, same plan, so
-    # the two recipes take the same steps.
-    common = ["data.train=configs/data/tiny_pairs.jsonl", "train.max_steps=3", "train.save_every=0"]
-    assert _run("listwise", tmp_path / "listwise", *common) == 0
-    assert _run("dpo", tmp_path / "dpo", *common) == 0
-    ours, theirs = _metrics(tmp_path / "listwise"), _metrics(tmp_path / "dpo")
-    assert ours[0]["loss"] == pytest.approx(math.log(2), abs=1e-5)
-    for a, b in zip(ours, theirs, strict=True):
-        for key in ("loss", "rewards/margin", "rewards/accuracy", "logps/chosen"):
-            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-4), key
-
-
-def test_listwise_with_sft_coef(tmp_path: Path) -> None:
-    out = tmp_path / "listwise-rpo"
-    assert _run("listwise", out, "sft_coef=1.0", "train.max_steps=1", "train.save_every=0") == 0
-    first = _metrics(out)[0]
-    assert first["loss"] == pytest.approx(first["loss/preference"] + first["nll/chosen"], abs=1e-5)
-
-
-def test_listwise_bad_row_is_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    bad = tmp_path / "lists.jsonl"
-    bad.write_text(
-        '{"prompt": "p", "responses": ["a", "b", "c"], "ranks": [1, 2, 3]}\n'
-        '{"prompt": "p", "chosen": "a", "rejected": "b"}\n'
-        '{"prompt": "p", "responses": ["a", "b", "c"], "ranks": [1, 2]}\n'
-    )
-    assert _run("listwise", tmp_path / "out", f"data.train={bad}", "data.eval_fraction=0") == 2
-    err = capsys.readouterr().err
-    assert "lists.jsonl" in err and "line 3" in err and "ranks" in err

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from prefalign.cli import main
 from prefalign.config import load_config
+from prefalign.models import load_causal_lm
 from prefalign.recipes.phf import PHFConfig, train
 
 OBJECTIVES = ["mle", "filtering", "conditional", "unlikelihood", "rwr", "awr"]
@@ -26,6 +28,14 @@ def _metrics(out: Path) -> list[dict]:
 
 def _run(out: Path, *extra: str) -> int:
     return main(["phf", "--config", "configs/tiny.yaml", "--output-dir", str(out), *extra])
+
+
+def _same_lines(got: list[dict], expected: list[dict], rel: float) -> None:
+    """Same steps, same keys, every metric equal to ``rel`` (timings aside)."""
+    assert [r["step"] for r in got] == [r["step"] for r in expected]
+    for a, b in zip(got, expected, strict=True):
+        a, b = ({k: v for k, v in r.items() if k != "elapsed_s"} for r in (a, b))
+        assert a == pytest.approx(b, rel=rel, abs=1e-6), (a, b)
 
 
 @pytest.fixture(autouse=True)
@@ -59,6 +69,12 @@ def test_each_objective_runs_end_to_end(objective: str, tmp_path: Path) -> None:
         assert report["corpus"]["documents_kept"] < report["corpus"]["documents"]
     final = AutoModelForCausalLM.from_pretrained(out / "final")
     assert not any("value_head" in name for name, _ in final.named_parameters())
+    start, _ = load_causal_lm("tiny-causal-lm")
+    before = dict(start.named_parameters())
+    changed = [
+        n for n, p in final.named_parameters() if p.shape == before[n].shape and not p.equal(before[n])
+    ]
+    assert changed  # the weights trained (embeddings grow by the control tokens under conditional)
 
 
 def test_conditional_final_model_keeps_control_tokens_and_bans_bad(tmp_path: Path) -> None:
@@ -82,46 +98,9 @@ def test_conditional_final_model_keeps_control_tokens_and_bans_bad(tmp_path: Pat
     assert bad not in sampled[:, 2:].flatten().tolist()
 
 
-def test_words_init_starts_each_control_token_at_its_words() -> None:
-    from prefalign.config import ConfigError
-    from prefalign.models import load_causal_lm
-    from prefalign.recipes.phf import add_control_tokens
-
-    model, tok = load_causal_lm("tiny-causal-lm")
-    words = {w: tok(" " + w, add_special_tokens=False)["input_ids"] for w in ("good", "very bad")}
-    good, bad = add_control_tokens(model, tok, "<|good|>", "<|very_bad|>", init="words")
-    emb = model.get_input_embeddings().weight
-    torch.testing.assert_close(emb[good], emb[words["good"]].mean(dim=0))
-    torch.testing.assert_close(emb[bad], emb[words["very bad"]].mean(dim=0))
-    assert model.get_output_embeddings().weight[good].equal(emb[good])  # tied: one table
-    with pytest.raises(ConfigError, match="no word"):
-        add_control_tokens(model, tok, "<|+|>", "<|-|>", init="words")
-
-
 def test_prompted_corpus_trains_on_replies_and_evaluates_replies(tmp_path: Path) -> None:
-    """Rows with a prompt: the prompt is rendered by the chat template, conditioned on and never a
-    target; the control token sits between prompt and reply; evaluation answers the prompts."""
-    from prefalign.feedback.corpus import ScoredDocument
-    from prefalign.models import load_causal_lm
-    from prefalign.recipes.phf import encode_document
-    from prefalign.rollout import generate
-
-    model, tokenizer = load_causal_lm("tiny-causal-lm")
-    chat = [{"role": "user", "content": "Review the film."}]
-    doc = ScoredDocument(("Nice film.", "I hate it."), (0.0, -1.0), prompt=chat)
-    good, bad = 900, 901
-    enc = encode_document(
-        tokenizer, doc, threshold=0.0, start_id=1, end_id=2, control_ids=(good, bad), control_token_loss=False
-    )
-    head = generate(model, tokenizer, [chat], max_new_tokens=1)[0].prompt_ids  # what generation reads
-    assert enc.input_ids[: len(head)] == head and enc.input_ids[len(head)] == good
-    assert enc.loss_mask[: len(head) + 1] == [0] * (len(head) + 1)  # prompt and control token
-    assert (
-        bad in enc.input_ids
-        and enc.input_ids[-1] == 2
-        and sum(enc.loss_mask) == len(enc.input_ids) - len(head) - 2
-    )
-
+    """Rows with a prompt: the prompt is read, never a target (tests/models/test_phf.py checks the
+    layout); evaluation answers the held-out prompts after <|good|>; LoRA trains the token rows."""
     rows = [
         {
             "prompt": [{"role": "user", "content": f"Tell me about day {i}."}],
@@ -139,20 +118,52 @@ def test_prompted_corpus_trains_on_replies_and_evaluates_replies(tmp_path: Path)
 
 
 @pytest.mark.parametrize("objective", ["conditional", "awr"])
-def test_resume_reproduces_the_uninterrupted_losses(
-    objective: str, tmp_path: Path, kill_after_checkpoint: Callable[[int], AbstractContextManager[None]]
+def test_micro_batch_size_changes_nothing(objective: str, tmp_path: Path) -> None:
+    # The loss is the token mean over the optimizer step (4 documents): micro-batches of 1, 3 (3 + 1)
+    # or 4 documents give the same losses, metrics and gradient norms at every step.
+    runs = {}
+    for size in (1, 3, 4):
+        out = tmp_path / f"micro-{size}"
+        assert _run(out, f"objective={objective}", "num_samples=0", f"train.micro_batch_size={size}") == 0
+        runs[size] = _metrics(out)
+    assert len(runs[4]) == 6
+    for size in (1, 3):
+        _same_lines(runs[size], runs[4], rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        ["objective=conditional"],
+        ["objective=awr"],
+        ["objective=conditional", "model.lora=true", "model.lora_r=4"],
+    ],
+    ids=["conditional", "awr", "conditional-lora"],
+)
+def test_resume_reproduces_the_uninterrupted_run(
+    settings: list[str], tmp_path: Path, kill_after_checkpoint: Callable[[int], AbstractContextManager[None]]
 ) -> None:
+    # The checkpoint holds every trainable parameter: the control tokens' embedding rows (whole
+    # embeddings, or peft's trainable token rows under LoRA) and AWR's value head.
     straight = tmp_path / "straight"
-    assert _run(straight, f"objective={objective}", "generation.num_samples=0") == 0
-    expected = [r["loss"] for r in _metrics(straight)]
+    assert _run(straight, *settings, "num_samples=0") == 0
 
     crashed = tmp_path / "crashed"
     with kill_after_checkpoint(4):
-        _run(crashed, f"objective={objective}", "generation.num_samples=0")
+        _run(crashed, *settings, "num_samples=0")
     assert len(_metrics(crashed)) == 4
-    assert _run(crashed, f"objective={objective}", "generation.num_samples=0", "--resume") == 0
-    resumed = [r["loss"] for r in _metrics(crashed)]
-    torch.testing.assert_close(torch.tensor(resumed), torch.tensor(expected), rtol=0, atol=1e-6)
+    saved = load_file(str(crashed / "checkpoints" / "step-4" / "policy.safetensors"))
+    if "model.lora=true" in settings:
+        assert any("trainable_tokens" in name for name in saved)
+    else:
+        assert any("embed_tokens" in name for name in saved)
+    if "objective=awr" in settings:
+        assert any(name.startswith("value_head") for name in saved)
+    assert _run(crashed, *settings, "num_samples=0", "--resume") == 0
+    _same_lines(_metrics(crashed), _metrics(straight), rel=1e-6)
+    assert json.loads((crashed / "eval.json").read_text())["heldout_nll"] == pytest.approx(
+        json.loads((straight / "eval.json").read_text())["heldout_nll"], rel=1e-6
+    )
 
 
 def test_bad_corpus_row_and_bad_config_fail_cleanly(
@@ -166,7 +177,7 @@ def test_bad_corpus_row_and_bad_config_fail_cleanly(
     assert _run(tmp_path / "b", "objective=nope") == 2
     assert "objective" in capsys.readouterr().err
     assert _run(tmp_path / "c", "scorer.name=nope") == 2
-    assert "unknown scorer" in capsys.readouterr().err
+    assert "scorer.name: expected one of blocklist" in capsys.readouterr().err
     assert _run(tmp_path / "d", "control_token_init=nope") == 2
     assert "control_token_init" in capsys.readouterr().err
 
@@ -211,7 +222,7 @@ def undesirable_fractions(tmp_path: Path, seed: int, *overrides: str) -> dict[st
             "train.warmup_steps=10",
             "train.lr_scheduler=cosine",
             f"train.seed={seed}",
-            "generation.num_samples=100",
+            "num_samples=100",
             "generation.batch_size=100",
             "generation.max_new_tokens=32",
             f"generation.seed={seed}",
@@ -232,8 +243,7 @@ def test_conditional_training_halves_undesirable_generations(tmp_path: Path) -> 
     Both runs train the tiny random Llama from scratch for the same 300 steps on the same corpus
     and sample 100 documents with the same seeds. The control tokens are inputs only here
     (control_token_loss=false): as targets, the tiny model's tied embeddings of <|good|> and <|bad|>
-    are pulled together and the conditioning is learned later and less reliably (see the
-    control_token_loss field of PHFConfig for the measurements).
+    are pulled together and the conditioning is learned later and less reliably (docs/PHF.md).
     """
     results = undesirable_fractions(tmp_path, seed=0)
     assert results["mle"] >= 0.25, results

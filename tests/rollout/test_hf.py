@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from prefalign.models import load_causal_lm
-from prefalign.rollout import GenerationStats, SamplingConfig, generate, render_prompt, stop_token_ids
+from prefalign.rollout import GenerationStats, SamplingConfig, generate, stop_token_ids
 from prefalign.rollout.hf import _split_completion
+from prefalign.tokens import render_prompt
 
 PROMPTS = ["Hello there", "Write a short poem about the sea, please.", "Hi"]
 

@@ -318,7 +318,7 @@ _PHF_OPTIONS: dict[str, Any] = {
     "control_token_loss": False,
     "control_token_init": "words",
     "drop_control_fraction": 0.0,
-    "generation": {"num_samples": 0},  # the demo evaluates every method itself
+    "num_samples": 0,  # the demo evaluates every method itself
 }
 DEMO_METHODS: dict[str, dict[str, Any]] = {
     "dpo": {"recipe": "dpo", "options": {"loss": "sigmoid"}},
@@ -417,7 +417,7 @@ class _Timer:
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
-        from prefalign.run import console
+        from prefalign.train.run import console
 
         console.print(f"[bold]demo[/bold] {name} ...")
         start = time.perf_counter()

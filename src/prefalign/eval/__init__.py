@@ -1,7 +1,6 @@
 """Evaluation: sentiment judges, diversity, length, KL to the reference, reward scores, HTML reports."""
 
 from prefalign.eval.metrics import (
-    completion_logps,
     distinct_n,
     kl_to_reference,
     mean,
@@ -15,7 +14,6 @@ from prefalign.eval.metrics import (
 from prefalign.eval.report import render_report, write_report
 
 __all__ = [
-    "completion_logps",
     "distinct_n",
     "kl_to_reference",
     "mean",

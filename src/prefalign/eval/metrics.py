@@ -4,7 +4,8 @@
 * :func:`textblob_polarity` — TextBlob pattern-lexicon polarity in [-1, 1], an independent second judge;
 * :func:`strong_rate` — share of scores at or above a threshold (0.8 for VADER: clearly positive);
 * :func:`distinct_n` — unique n-grams / total n-grams pooled over all samples;
-* :func:`kl_to_reference` — Monte-Carlo KL(policy || reference) on the policy's own samples;
+* :func:`kl_to_reference` — Monte-Carlo KL(policy || reference) on the policy's own samples
+  (scored by :mod:`prefalign.models.scoring`, estimated by :mod:`prefalign.ops.kl`);
 * :func:`reward_scores` — scalar reward-model scores.
 """
 
@@ -18,7 +19,10 @@ from typing import Any
 
 import torch
 
-from prefalign.ops import sequence_logps, shift_for_causal_lm
+from prefalign.models.reward import score_texts
+from prefalign.models.scoring import completion_logps, model_device, reference_scope
+from prefalign.ops import sequence_kl
+from prefalign.tokens import right_pad
 
 _WORD = re.compile(r"\w+(?:'\w+)?|[^\w\s]")
 
@@ -86,44 +90,44 @@ def distinct_n(samples: Sequence[str] | Sequence[Sequence[Hashable]], n: int = 2
     return len(seen) / total if total else 0.0
 
 
-def _right_pad(rows: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
-    width = max(len(p) + len(c) for p, c in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attention = torch.zeros_like(ids)
-    mask = torch.zeros_like(ids)
-    for i, (p, c) in enumerate(rows):
-        ids[i, : len(p) + len(c)] = torch.tensor(p + c)
-        attention[i, : len(p) + len(c)] = 1
-        mask[i, len(p) : len(p) + len(c)] = 1
-    return {"input_ids": ids, "attention_mask": attention, "loss_mask": mask}
-
-
-@torch.inference_mode()
-def completion_logps(
+def _completion_token_logps(
     model: torch.nn.Module,
     rows: Sequence[tuple[list[int], list[int]]],
     *,
-    pad_id: int = 0,
-    batch_size: int = 16,
-    temperature: float = 1.0,
-) -> torch.Tensor:
-    """Summed log-prob of each (prompt_ids, completion_ids) row's completion under ``model``, shape (N,)."""
+    pad_id: int,
+    batch_size: int,
+    temperature: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, C) log-probs of each row's completion tokens, aligned at the first completion token,
+    and the (N, C) bool mask of real tokens, on the CPU; scored by
+    :func:`prefalign.models.scoring.completion_logps` in eval mode, without gradients."""
+    device = model_device(model)
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
-    out = []
+    per_row: list[torch.Tensor] = []
     try:
-        for start in range(0, len(rows), batch_size):
-            batch = {
-                k: v.to(device) for k, v in _right_pad(list(rows[start : start + batch_size]), pad_id).items()
-            }
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            logits, labels, mask = shift_for_causal_lm(logits, batch["input_ids"], batch["loss_mask"])
-            logps, _ = sequence_logps(logits.float(), labels, mask, temperature=temperature)
-            out.append(logps.cpu())
+        with torch.no_grad():
+            for start in range(0, len(rows), max(1, batch_size)):
+                chunk = rows[start : start + max(1, batch_size)]
+                batch = right_pad([p for p, _ in chunk], [c for _, c in chunk], pad_id)
+                out = completion_logps(
+                    model, {k: v.to(device) for k, v in batch.items()}, temperature=temperature
+                )
+                per_row += [out.token_logps[i][out.mask[i]].cpu() for i in range(len(chunk))]
     finally:
         model.train(was_training)
-    return torch.cat(out) if out else torch.zeros(0)
+    width = max(len(r) for r in per_row)
+    logps = torch.zeros(len(per_row), width)
+    mask = torch.zeros(len(per_row), width, dtype=torch.bool)
+    for i, row in enumerate(per_row):
+        logps[i, : len(row)] = row
+        mask[i, : len(row)] = True
+    return logps, mask
+
+
+def _mean_and_stderr(values: torch.Tensor) -> tuple[float, float]:
+    stderr = float(values.std(unbiased=True) / math.sqrt(len(values))) if len(values) > 1 else math.nan
+    return float(values.mean()), stderr
 
 
 def kl_to_reference(
@@ -138,23 +142,23 @@ def kl_to_reference(
 ) -> dict[str, float]:
     """Estimate KL(policy || reference) per completion from the policy's own samples.
 
-    Estimator: the "k1" estimator of Schulman, *Approximating KL Divergence* (2020),
-    ``KL ≈ mean_i sum_t [log pi(y_t | x, y_<t) - log ref(y_t | x, y_<t)]`` over samples
-    ``y ~ pi(.|x)``. It is unbiased for the sequence-level KL but has high variance and single
-    samples can be negative (its mean is >= 0 only in expectation). The samples must come from the
-    policy at the same ``temperature`` used here (the demo samples at temperature 1), otherwise
-    it estimates something else. ``samples`` need ``prompt_ids`` and ``completion_ids`` (see
-    :class:`prefalign.rollout.Sample`). With ``reference=None`` the policy must be a LoRA model and
-    the reference is the same model with adapters disabled. ``reference_prompt_ids`` (one per
-    sample) is what the reference reads instead of each sample's ``prompt_ids`` when the policy
-    was prompted differently: a policy from conditional training reads the prompt plus a
-    ``<|good|>`` token the reference does not know, and ``KL(pi(.|x, good) || ref(.|x))`` is the
-    divergence of what it generates.
+    Each completion's per-token log-probs under both models (:mod:`prefalign.models.scoring`) go
+    through the estimators of :mod:`prefalign.ops.kl` (Schulman 2020, "Approximating KL
+    Divergence"), summed over the completion's tokens: ``kl`` is the mean of the k1 sums
+    ``sum_t [log pi(y_t | x, y_<t) - log ref(y_t | x, y_<t)]`` (unbiased, high variance; single
+    samples can be negative), ``kl_k3`` the mean of the k3 sums (also unbiased, never negative per
+    sample). The samples must come from the policy at the same ``temperature`` used here (the demo
+    samples at temperature 1), otherwise they estimate something else. ``samples`` need
+    ``prompt_ids`` and ``completion_ids`` (see :class:`prefalign.rollout.Sample`). With
+    ``reference=None`` the policy must be a LoRA model and the reference is the same model with
+    adapters disabled. ``reference_prompt_ids`` (one per sample) is what the reference reads instead
+    of each sample's ``prompt_ids`` when the policy was prompted differently: a policy from
+    conditional training reads the prompt plus a ``<|good|>`` token the reference does not know,
+    and ``KL(pi(.|x, good) || ref(.|x))`` is the divergence of what it generates.
 
-    Returns ``{"kl": mean, "kl_stderr": standard error, "kl_per_token": sum / tokens}``.
+    Returns ``kl``, ``kl_stderr`` (standard error), ``kl_per_token`` (k1 sum over all tokens /
+    tokens), ``kl_k3`` and ``kl_k3_stderr``; NaN when no sample has a completion token.
     """
-    from prefalign.models import reference_logits_context
-
     if reference_prompt_ids is not None and len(reference_prompt_ids) != len(samples):
         raise ValueError(
             f"reference_prompt_ids: {len(reference_prompt_ids)} prompts for {len(samples)} samples"
@@ -163,36 +167,33 @@ def kl_to_reference(
     kept = [(s, p) for s, p in zip(samples, ref_prompts, strict=True) if len(s.completion_ids)]
     rows = [(list(s.prompt_ids), list(s.completion_ids)) for s, _ in kept]
     ref_rows = [(list(p), list(s.completion_ids)) for s, p in kept]
+    keys = ("kl", "kl_stderr", "kl_per_token", "kl_k3", "kl_k3_stderr")
     if not rows:
-        return {"kl": math.nan, "kl_stderr": math.nan, "kl_per_token": math.nan}
+        return dict.fromkeys(keys, math.nan)
     kw = {"pad_id": pad_id, "batch_size": batch_size, "temperature": temperature}
-    pi = completion_logps(policy, rows, **kw)
-    if reference is None:
-        with reference_logits_context(policy):
-            ref = completion_logps(policy, ref_rows, **kw)
-    else:
-        ref = completion_logps(reference, ref_rows, **kw)
-    diff = (pi - ref).double()
-    tokens = sum(len(c) for _, c in rows)
-    stderr = float(diff.std(unbiased=True) / math.sqrt(len(diff))) if len(diff) > 1 else math.nan
-    return {"kl": float(diff.mean()), "kl_stderr": stderr, "kl_per_token": float(diff.sum() / tokens)}
+    logps, mask = _completion_token_logps(policy, rows, **kw)
+    with reference_scope(policy, reference) as ref_model:
+        ref_logps, _ = _completion_token_logps(ref_model, ref_rows, **kw)
+    k1 = sequence_kl(logps.double(), ref_logps.double(), mask, estimator="k1")
+    k3 = sequence_kl(logps.double(), ref_logps.double(), mask, estimator="k3")
+    kl, kl_stderr = _mean_and_stderr(k1)
+    kl_k3, kl_k3_stderr = _mean_and_stderr(k3)
+    per_token = float(k1.sum() / mask.sum())
+    return dict(zip(keys, (kl, kl_stderr, per_token, kl_k3, kl_k3_stderr), strict=True))
 
 
 def reward_scores(
-    model: torch.nn.Module,
+    model: torch.nn.Module | Sequence[torch.nn.Module],
     tokenizer: Any,
     prompts: Sequence[Any],
-    completions: Sequence[str],
+    completions: Sequence[Any],
     *,
     batch_size: int = 32,
     max_length: int = 512,
 ) -> list[float]:
-    """Scalar reward of each (prompt, completion) from a trained ``prefalign reward`` model."""
-    from prefalign.recipes.reward import score_texts
-
-    scores = score_texts(
-        model, tokenizer, list(prompts), list(completions), batch_size=batch_size, max_length=max_length
-    )
+    """Scalar reward of each (prompt, completion) from a trained ``prefalign reward`` model (or an
+    ensemble: the heads' mean), via :func:`prefalign.models.reward.score_texts`."""
+    scores = score_texts(model, tokenizer, prompts, completions, batch_size=batch_size, max_length=max_length)
     return [float(s) for s in scores]
 
 

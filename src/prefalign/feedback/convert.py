@@ -47,7 +47,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from prefalign.feedback.formats import PreferencePair, SFTRow, Text, _check_text, _FieldError
+from prefalign.feedback.formats import ListwiseRow, PreferencePair, SFTRow
 from prefalign.feedback.schema import (
     Comparison,
     Demonstration,
@@ -57,6 +57,7 @@ from prefalign.feedback.schema import (
     Rating,
     RatingScale,
 )
+from prefalign.feedback.validate import FieldError, Text, check_text
 
 RatingStrategy = Literal["best_vs_worst", "all", "adjacent", "outside_in"]
 RankingStrategy = Literal["all", "adjacent"]
@@ -94,34 +95,13 @@ class ConversionReport:
 
 
 @dataclass(frozen=True)
-class ListwiseRow:
-    """One ranking as a list, best first, for a listwise (Plackett-Luce) loss.
-
-    ``ranks[i]`` is the rank of ``responses[i]``: 1 for the best, and consecutive (1, 1, 2 rather than
-    1, 1, 3) so that equal ranks mark ties whatever numbering the rater's interface used.
-    """
-
-    prompt: Text
-    responses: list[Text]
-    ranks: list[int]
-    source: str | None = None
-
-    @property
-    def is_conversational(self) -> bool:
-        return isinstance(self.prompt, list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"prompt": self.prompt, "responses": self.responses, "ranks": self.ranks}
-
-
-@dataclass(frozen=True)
 class ConversionConfig:
     """Options of :func:`feedback_to_pairs`, one per keyword of the per-kind conversions."""
 
     scale: RatingScale | str | None = None
     """How rating values are read (``"0-10"``, ``"bad,medium,good"``...); required when there are ratings."""
     scores: Mapping[str, float] | None = None
-    """Consensus score per response id (e.g. from :mod:`prefalign.feedback.raters`); else rater means."""
+    """Consensus score per response id (e.g. from :mod:`prefalign.feedback.aggregate`); else rater means."""
     rating_strategy: RatingStrategy = "best_vs_worst"
     """Which pairs a rated item gives: best_vs_worst, all, adjacent or outside_in (see ratings_to_pairs)."""
     min_margin: float = 0.0
@@ -164,15 +144,16 @@ def _text_key(text: Text) -> str:
     return "s" + text if isinstance(text, str) else "l" + json.dumps(text, sort_keys=True, ensure_ascii=False)
 
 
-def _as_messages(text: Text, role: str) -> list[dict[str, Any]]:
+def as_messages(text: Text, role: str) -> list[dict[str, Any]]:
+    """``text`` as one message of ``role``; a message list is returned as is."""
     return text if isinstance(text, list) else [{"role": role, "content": text}]
 
 
-def _shape(prompt: Text, *answers: Text) -> tuple[Text, ...]:
+def match_shape(prompt: Text, *answers: Text) -> tuple[Text, ...]:
     """Mirror the prompt: all text, or (when the prompt or any answer is a message list) all messages."""
     if isinstance(prompt, str) and all(isinstance(a, str) for a in answers):
         return (prompt, *answers)
-    return (_as_messages(prompt, "user"), *(_as_messages(a, "assistant") for a in answers))
+    return (as_messages(prompt, "user"), *(as_messages(a, "assistant") for a in answers))
 
 
 def _expect(records: Sequence[Any], kind: type, function: str) -> None:
@@ -198,7 +179,7 @@ def _vote(
     subset: str | None = None,
 ) -> _Vote | None:
     """A judgment in TRL's shape, or None (counted) when both sides are the same response."""
-    prompt, chosen, rejected = _shape(prompt, chosen, rejected)
+    prompt, chosen, rejected = match_shape(prompt, chosen, rejected)
     if chosen == rejected or (chosen_id is not None and chosen_id == rejected_id):
         report.self_pairs += 1
         return None
@@ -294,7 +275,7 @@ def _finalize_sft(
 
 
 def _sft(prompt: Text, completion: Text) -> SFTRow:
-    prompt, completion = _shape(prompt, completion)
+    prompt, completion = match_shape(prompt, completion)
     return SFTRow(prompt=prompt, completion=completion)
 
 
@@ -548,7 +529,7 @@ def rankings_to_listwise(records: Sequence[Ranking]) -> tuple[list[ListwiseRow],
         seen: set[str] = set()
         for level, group in enumerate(record.ordered(), start=1):
             for response in group:
-                shaped = _shape(record.prompt, response.text)[1]
+                shaped = match_shape(record.prompt, response.text)[1]
                 if _text_key(shaped) in seen:
                     report.self_pairs += 1
                     continue
@@ -562,7 +543,7 @@ def rankings_to_listwise(records: Sequence[Ranking]) -> tuple[list[ListwiseRow],
         dense = {r: k for k, r in enumerate(dict.fromkeys(ranks), start=1)}
         rows.append(
             ListwiseRow(
-                prompt=_shape(record.prompt, responses[0])[0],
+                prompt=match_shape(record.prompt, responses[0])[0],
                 responses=responses,
                 ranks=[dense[r] for r in ranks],
                 source=_source([f"ranking:{record.item_id}"], 1),
@@ -693,8 +674,8 @@ def demonstrations_to_sft(
 
 def _checked_sample(item_id: str, value: Any) -> Text:
     try:
-        return _check_text("sample", value)
-    except _FieldError as exc:
+        return check_text("sample", value)
+    except FieldError as exc:
         raise ValueError(f"model sample for item {item_id!r}: {exc.message}") from None
 
 
@@ -835,7 +816,8 @@ __all__ = [
     "RANKING_STRATEGIES",
     "ConversionConfig",
     "ConversionReport",
-    "ListwiseRow",
+    "ListwiseRow",  # defined in formats with the other row types; re-exported here
+    "as_messages",
     "comparisons_to_pairs",
     "demonstrations_to_pairs",
     "demonstrations_to_sft",
@@ -843,6 +825,7 @@ __all__ = [
     "edits_to_sft",
     "feedback_to_pairs",
     "feedback_to_sft",
+    "match_shape",
     "rankings_to_listwise",
     "rankings_to_pairs",
     "ratings_to_pairs",

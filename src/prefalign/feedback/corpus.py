@@ -24,7 +24,7 @@ Segmentation (``segmentation``): ``sentence`` splits after ``.``, ``!`` or ``?``
 white space (a dependency-free stand-in for the spaCy splitter Korbak used), ``line`` splits at
 line breaks, ``document`` keeps the text whole.
 
-Every bad row raises :class:`prefalign.feedback.formats.DataError` naming file, line and field;
+Every bad row raises :class:`prefalign.feedback.validate.DataError` naming file, line and field;
 with ``on_error="skip"`` valid rows are kept and the rejected ones reported as for pair files.
 """
 
@@ -39,8 +39,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prefalign.feedback.formats import DataError, LoadedRows, Text, _check_text, _FieldError, finish_loading
+from prefalign.feedback.rowio import LoadedRows, finish_loading
 from prefalign.feedback.scorers import Scorer
+from prefalign.feedback.validate import DataError, FieldError, Text, check_text
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
@@ -91,8 +92,8 @@ def _parse_row(row: Any, file: str, line: int, segment: Callable[[str], list[str
     parsed = _parse_body(row, file, line, segment)
     if "prompt" in row:
         try:
-            parsed.prompt = _check_text("prompt", row["prompt"])
-        except _FieldError as err:
+            parsed.prompt = check_text("prompt", row["prompt"])
+        except FieldError as err:
             raise DataError(file, line, err.field, err.message) from None
     return parsed
 

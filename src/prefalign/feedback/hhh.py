@@ -17,6 +17,10 @@ adds ``example_input_prefix="\\nHuman: "`` and ``example_output_prefix="\\nAssis
 the model's input); multi-turn examples carry the earlier turns inline as
 ``"...\\n\\nAssistant:  ...\\n\\nHuman:  ..."``. The prompt is kept as that input text verbatim; the
 answer scored 1 is ``chosen`` and the one scored 0 is ``rejected``.
+
+This module only fetches, converts and caches the file (it imports nothing else of the package);
+reading it as pairs is :func:`prefalign.feedback.formats.load_pairs` (``"hhh"``, ``"hhh:SUBSET"``) or
+:func:`prefalign.feedback.formats.load_hhh`.
 """
 
 from __future__ import annotations
@@ -36,8 +40,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from prefalign.feedback.formats import PreferencePair, _atomic_write_bytes, load_pairs
-from prefalign.utils import cache_dir
+from prefalign.utils import atomic_write_bytes, cache_dir
 
 try:  # POSIX: serialise concurrent first uses
     import fcntl
@@ -78,6 +81,15 @@ def _how_to_provide() -> str:
 def cache_path() -> Path:
     """Where the converted dataset lives: ``$PREFALIGN_CACHE/datasets/hhh/hhh.jsonl``."""
     return cache_dir() / "datasets" / "hhh" / "hhh.jsonl"
+
+
+def hhh_available_offline() -> bool:
+    """Whether :func:`ensure_hhh` can succeed without a network: the converted file is cached, or
+    ``$PREFALIGN_HHH_PATH`` names an existing archive or folder. Cheap and torch-free (config checks use it)."""
+    if cache_path().is_file():
+        return True
+    local = os.environ.get(PATH_ENV, "")
+    return bool(local) and Path(local).expanduser().exists()
 
 
 # ------------------------------------------------------------------------------------- conversion
@@ -173,7 +185,7 @@ def write_cache(rows: list[dict[str, Any]], path: str | os.PathLike | None = Non
     """Write rows as JSONL at ``path`` (default :func:`cache_path`) via a temp file and a rename."""
     path = cache_path() if path is None else Path(path)
     text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-    _atomic_write_bytes(path, text.encode("utf-8"))
+    atomic_write_bytes(path, text.encode("utf-8"))
     return path
 
 
@@ -313,8 +325,3 @@ def ensure_hhh(*, force: bool = False, progress: bool = True) -> Path:
         write_cache(rows, path)
         logger.info("hhh: wrote %d pairs to %s in %.1f s", len(rows), path, time.perf_counter() - start)
     return path
-
-
-def load_hhh(subset: str | None = None) -> list[PreferencePair]:
-    """The hhh pairs (all 221, or one subset); same as ``load_pairs("hhh")`` / ``load_pairs("hhh:SUBSET")``."""
-    return load_pairs("hhh" if subset is None else f"hhh:{subset}")

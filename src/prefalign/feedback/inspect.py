@@ -49,7 +49,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prefalign.feedback.formats import DataError, Text
 from prefalign.feedback.schema import (
     Comparison,
     Edit,
@@ -60,6 +59,7 @@ from prefalign.feedback.schema import (
     text_id,
     to_dict,
 )
+from prefalign.feedback.validate import DataError, Text
 
 Z95 = 1.959963984540054
 """Two-sided 95% normal quantile (Wilson intervals)."""

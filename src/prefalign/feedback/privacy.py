@@ -24,7 +24,6 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from prefalign.feedback.formats import Text
 from prefalign.feedback.schema import (
     Comparison,
     Demonstration,
@@ -34,6 +33,7 @@ from prefalign.feedback.schema import (
     Ranking,
     Rating,
 )
+from prefalign.feedback.validate import Text
 
 KEY_ENV = "PREFALIGN_PSEUDONYM_KEY"
 MIN_KEY_BYTES = 16

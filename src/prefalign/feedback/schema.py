@@ -30,10 +30,8 @@ CSV (list/object cells as JSON), Parquet, a ``datasets`` dataset or a list of di
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
-import io
 import json
 import math
 import os
@@ -42,17 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from prefalign.feedback.formats import (
-    LoadedRows,
-    OnError,
-    Text,
-    _atomic_write_bytes,
-    _check_text,
-    _decode_cell,
-    _FieldError,
-    _load,
-    _type_name,
-)
+from prefalign.feedback.rowio import LoadedRows, OnError, decode_cell, load_rows, write_rows
+from prefalign.feedback.validate import FieldError, Text, check_id, check_text, optional_str, type_name
 
 FeedbackKind = Literal["rating", "ranking", "comparison", "edit", "demonstration"]
 KINDS: tuple[str, ...] = ("rating", "ranking", "comparison", "edit", "demonstration")
@@ -249,22 +238,12 @@ def _check_id(row: Mapping[str, Any], name: str, *, default: str | None = None) 
     if value is None or value == "":
         if default is not None:
             return default
-        raise _FieldError(name, "missing")
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise _FieldError(name, f"expected a string or integer id, got {_type_name(value)}")
-    text = str(value).strip()
-    if not text:
-        raise _FieldError(name, "expected a non-empty id, got a blank string")
-    return text
+        raise FieldError(name, "missing")
+    return check_id(name, value)
 
 
 def _check_optional_str(row: Mapping[str, Any], name: str) -> str | None:
-    value = row.get(name)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise _FieldError(name, f"expected a string or null, got {_type_name(value)}")
-    return value
+    return optional_str(name, row.get(name))
 
 
 def _check_metadata(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -275,9 +254,9 @@ def _check_metadata(row: Mapping[str, Any]) -> dict[str, Any]:
         try:
             value = json.loads(value)
         except ValueError:
-            raise _FieldError("metadata", "expected a JSON object, got a string that is not JSON") from None
+            raise FieldError("metadata", "expected a JSON object, got a string that is not JSON") from None
     if not isinstance(value, Mapping):
-        raise _FieldError("metadata", f"expected an object, got {_type_name(value)}")
+        raise FieldError("metadata", f"expected an object, got {type_name(value)}")
     return dict(value)
 
 
@@ -286,34 +265,34 @@ def _number(name: str, value: Any) -> float:
         try:
             value = float(value)
         except ValueError:
-            raise _FieldError(name, f"expected a number, got {value!r}") from None
+            raise FieldError(name, f"expected a number, got {value!r}") from None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _FieldError(name, f"expected a finite number, got {_type_name(value)}")
+        raise FieldError(name, f"expected a finite number, got {type_name(value)}")
     try:
         as_float = float(value)  # an int beyond float range raises OverflowError
     except OverflowError:
-        raise _FieldError(name, "expected a finite number, got an integer too large for a float") from None
+        raise FieldError(name, "expected a finite number, got an integer too large for a float") from None
     if not math.isfinite(as_float):
-        raise _FieldError(name, f"expected a finite number, got {as_float!r}")
+        raise FieldError(name, f"expected a finite number, got {as_float!r}")
     return as_float
 
 
 def _check_value(row: Mapping[str, Any], scale: RatingScale | None) -> float | str:
     if "value" not in row or row["value"] is None or row["value"] == "":
-        raise _FieldError("value", "missing")
+        raise FieldError("value", "missing")
     value = row["value"]
     if scale is not None and scale.is_ordinal:
         if not isinstance(value, str):
-            raise _FieldError("value", f"expected one of the labels {', '.join(scale.labels or ())}")
+            raise FieldError("value", f"expected one of the labels {', '.join(scale.labels or ())}")
         try:
             scale.to_number(value)
         except ValueError as exc:
-            raise _FieldError("value", str(exc)) from None
+            raise FieldError("value", str(exc)) from None
         return value.strip()
     if isinstance(value, str) and scale is None:
         try:
             return _number("value", value)
-        except _FieldError:
+        except FieldError:
             if not value.strip():
                 raise
             return value.strip()  # a label; the scale decides later whether it is one
@@ -322,13 +301,13 @@ def _check_value(row: Mapping[str, Any], scale: RatingScale | None) -> float | s
         try:
             scale.to_number(number)
         except ValueError as exc:
-            raise _FieldError("value", str(exc)) from None
+            raise FieldError("value", str(exc)) from None
     return number
 
 
 def _decode_cell_text(value: Any) -> Any:
     """A CSV/Parquet text cell that holds a JSON list of messages is a conversation; else as is."""
-    return _decode_cell(value) if isinstance(value, str) else value
+    return decode_cell(value) if isinstance(value, str) else value
 
 
 def _decode_json_cell(name: str, value: Any) -> Any:
@@ -336,73 +315,71 @@ def _decode_json_cell(name: str, value: Any) -> Any:
         try:
             return json.loads(value)
         except ValueError:
-            raise _FieldError(name, "looks like JSON but does not parse") from None
+            raise FieldError(name, "looks like JSON but does not parse") from None
     return value
 
 
 def _parse_ranking(row: Mapping[str, Any], common: dict[str, Any], extra: dict[str, Any]) -> Ranking:
     responses = _decode_json_cell("responses", row.get("responses"))
     if not isinstance(responses, list) or len(responses) < 2:
-        raise _FieldError(
-            "responses", f"expected a list of two or more responses, got {_type_name(responses)}"
-        )
+        raise FieldError("responses", f"expected a list of two or more responses, got {type_name(responses)}")
     parsed = []
     for i, item in enumerate(responses):
         if isinstance(item, str):
             item = {"text": item}
         if not isinstance(item, Mapping):
-            raise _FieldError(
-                "responses", f"response {i} must be an object with 'text', got {_type_name(item)}"
+            raise FieldError(
+                "responses", f"response {i} must be an object with 'text', got {type_name(item)}"
             )
         try:
-            text = _check_text("text", item.get("text"))
-        except _FieldError as exc:
-            raise _FieldError("responses", f"response {i}: {exc.message}") from None
+            text = check_text("text", item.get("text"))
+        except FieldError as exc:
+            raise FieldError("responses", f"response {i}: {exc.message}") from None
         try:
             rid = _check_id(item, "id", default=text_id(text))
-        except _FieldError as exc:
-            raise _FieldError("responses", f"response {i} id: {exc.message}") from None
+        except FieldError as exc:
+            raise FieldError("responses", f"response {i} id: {exc.message}") from None
         parsed.append(RankedResponse(rid, text))
     if len({r.id for r in parsed}) != len(parsed):
-        raise _FieldError("responses", "two responses share an id (or an identical text)")
+        raise FieldError("responses", "two responses share an id (or an identical text)")
     ranks = _decode_json_cell("ranks", row.get("ranks"))
     if not isinstance(ranks, list):
-        raise _FieldError("ranks", f"expected a list with one rank per response, got {_type_name(ranks)}")
+        raise FieldError("ranks", f"expected a list with one rank per response, got {type_name(ranks)}")
     if len(ranks) != len(parsed):
-        raise _FieldError("ranks", f"has {len(ranks)} entries for {len(parsed)} responses")
+        raise FieldError("ranks", f"has {len(ranks)} entries for {len(parsed)} responses")
     checked: list[int | None] = []
     for i, rank in enumerate(ranks):
         if rank is None:
             checked.append(None)
             continue
         if isinstance(rank, bool) or not isinstance(rank, (int, float)) or rank != int(rank) or rank < 1:
-            raise _FieldError("ranks", f"entry {i} must be a positive integer or null, got {rank!r}")
+            raise FieldError("ranks", f"entry {i} must be a positive integer or null, got {rank!r}")
         checked.append(int(rank))
     if sum(r is not None for r in checked) < 2:
-        raise _FieldError("ranks", "at least two responses must be ranked")
+        raise FieldError("ranks", "at least two responses must be ranked")
     return Ranking(**common, responses=tuple(parsed), ranks=tuple(checked), **extra)
 
 
 def parse_feedback(row: Any, source: str | None = None, *, scale: RatingScale | None = None) -> Feedback:
-    """Validate one raw row into a record; raises ``_FieldError`` naming the bad field.
+    """Validate one raw row into a record; raises ``FieldError`` naming the bad field.
 
     ``scale`` (optional) checks rating values against a numeric range or a label set.
     """
     del source  # kept for the loader's parse(row, source) signature
     if not isinstance(row, Mapping):
-        raise _FieldError("<row>", f"expected a JSON object, got {_type_name(row)}")
+        raise FieldError("<row>", f"expected a JSON object, got {type_name(row)}")
     kind = row.get("kind")
     if kind not in KINDS:
-        shown = repr(kind) if isinstance(kind, str) else _type_name(kind)
-        raise _FieldError("kind", f"expected one of {', '.join(KINDS)}, got {shown}")
+        shown = repr(kind) if isinstance(kind, str) else type_name(kind)
+        raise FieldError("kind", f"expected one of {', '.join(KINDS)}, got {shown}")
     common = {
         "rater_id": _check_id(row, "rater_id"),
         "item_id": _check_id(row, "item_id"),
-        "prompt": _check_text("prompt", _decode_cell_text(row.get("prompt"))),
+        "prompt": check_text("prompt", _decode_cell_text(row.get("prompt"))),
     }
     extra = {"timestamp": _check_optional_str(row, "timestamp"), "metadata": _check_metadata(row)}
     if kind == "rating":
-        response = _check_text("response", _decode_cell_text(row.get("response")))
+        response = check_text("response", _decode_cell_text(row.get("response")))
         return Rating(
             **common,
             response_id=_check_id(row, "response_id", default=text_id(response)),
@@ -413,17 +390,17 @@ def parse_feedback(row: Any, source: str | None = None, *, scale: RatingScale | 
     if kind == "ranking":
         return _parse_ranking(row, common, extra)
     if kind == "comparison":
-        a = _check_text("a", _decode_cell_text(row.get("a")))
-        b = _check_text("b", _decode_cell_text(row.get("b")))
+        a = check_text("a", _decode_cell_text(row.get("a")))
+        b = check_text("b", _decode_cell_text(row.get("b")))
         winner = row.get("winner")
         if winner not in WINNERS:
-            shown = repr(winner) if isinstance(winner, str) else _type_name(winner)
-            raise _FieldError("winner", f"expected 'a', 'b' or 'tie', got {shown}")
+            shown = repr(winner) if isinstance(winner, str) else type_name(winner)
+            raise FieldError("winner", f"expected 'a', 'b' or 'tie', got {shown}")
         strength = row.get("strength")
         if strength is not None and strength != "":
             strength = _number("strength", strength)
             if strength < 0:
-                raise _FieldError("strength", f"expected a non-negative number, got {strength:g}")
+                raise FieldError("strength", f"expected a non-negative number, got {strength:g}")
         else:
             strength = None
         return Comparison(
@@ -437,8 +414,8 @@ def parse_feedback(row: Any, source: str | None = None, *, scale: RatingScale | 
             **extra,
         )
     if kind == "edit":
-        original = _check_text("original", _decode_cell_text(row.get("original")))
-        edited = _check_text("edited", _decode_cell_text(row.get("edited")))
+        original = check_text("original", _decode_cell_text(row.get("original")))
+        edited = check_text("edited", _decode_cell_text(row.get("edited")))
         return Edit(
             **common,
             response_id=_check_id(row, "response_id", default=text_id(original)),
@@ -447,7 +424,7 @@ def parse_feedback(row: Any, source: str | None = None, *, scale: RatingScale | 
             reason=_check_optional_str(row, "reason"),
             **extra,
         )
-    response = _check_text("response", _decode_cell_text(row.get("response")))
+    response = check_text("response", _decode_cell_text(row.get("response")))
     return Demonstration(**common, response=response, **extra)
 
 
@@ -464,7 +441,7 @@ def load_feedback(
 ) -> LoadedRows:
     """Load and validate feedback records (JSONL, CSV, Parquet, ``datasets``, or a list of dicts).
 
-    With ``on_error="raise"`` the first bad row raises :class:`~prefalign.feedback.formats.DataError`
+    With ``on_error="raise"`` the first bad row raises :class:`~prefalign.feedback.validate.DataError`
     (file, line, field); with ``"skip"`` valid rows are kept, the rejected ones are on the result's
     ``errors`` and, with ``report_path``, written there as JSONL.
     """
@@ -473,46 +450,13 @@ def load_feedback(
     def parse(row: Any, where: str) -> Feedback:
         return parse_feedback(row, where, scale=parsed_scale)
 
-    return _load(source, parse, split=split, on_error=on_error, report_path=report_path)
+    return load_rows(source, parse, split=split, on_error=on_error, report_path=report_path)
 
 
 def save_feedback(records: Iterable[Feedback], path: str | os.PathLike) -> Path:
-    """Write records as JSON Lines, CSV (nested values as JSON cells) or Parquet, by suffix; atomic."""
-    rows = [to_dict(r) for r in records]
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix in (".parquet", ".pq"):
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+    """Write records as JSON Lines, CSV or Parquet, by suffix; atomic.
 
-        # Columns differ by kind and hold text or message lists: store nested values as JSON text so
-        # one file can mix kinds; load_feedback decodes them again.
-        flat = [{k: _json_cell(v) for k, v in row.items()} for row in rows]
-        columns = sorted({k for row in flat for k in row})
-        table = pa.table({c: pa.array([row.get(c) for row in flat], pa.string()) for c in columns})
-        buffer = io.BytesIO()
-        pq.write_table(table, buffer)
-        _atomic_write_bytes(path, buffer.getvalue())
-    elif suffix == ".csv":
-        out = io.StringIO()
-        columns = list(dict.fromkeys(k for row in rows for k in row))
-        writer = csv.DictWriter(out, fieldnames=columns)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: _json_cell(v) for k, v in row.items()})
-        _atomic_write_bytes(path, out.getvalue().encode("utf-8"))
-    else:
-        text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-        _atomic_write_bytes(path, text.encode("utf-8"))
-    return path
-
-
-def _json_cell(value: Any) -> str | None:
-    """A CSV/Parquet cell: strings as is, numbers as their text, nested values as JSON."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (dict, list, tuple)):
-        return json.dumps(value, ensure_ascii=False)
-    return json.dumps(value)
+    CSV and Parquet cells are stored as text (nested values as JSON), so that one file can mix kinds
+    whose columns differ; :func:`load_feedback` decodes them again.
+    """
+    return write_rows([to_dict(r) for r in records], path, as_text=True)

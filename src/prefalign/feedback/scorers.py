@@ -22,6 +22,9 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Callable, Sequence
+from typing import Annotated
+
+from prefalign.config import OneOf, Regexes
 
 Scorer = Callable[[Sequence[str]], list[float]]
 
@@ -32,10 +35,12 @@ DEFAULT_BLOCKLIST = [r"\bstupid\b", r"\bidiots?\b", r"\bhate\b", r"\bdamn\b", r"
 class ScorerConfig:
     """Which automatic scorer rates segments and generations."""
 
-    name: str = "blocklist"
+    name: Annotated[str, OneOf(*SCORERS)] = "blocklist"
     """'blocklist' (-1 if a pattern matches, else 0), 'vader' (sentiment compound in [-1, 1]) or
     'precomputed' (scores come with the corpus; generations are not scored)."""
-    patterns: list[str] = dataclasses.field(default_factory=lambda: list(DEFAULT_BLOCKLIST))
+    patterns: Annotated[list[str], Regexes()] = dataclasses.field(
+        default_factory=lambda: list(DEFAULT_BLOCKLIST)
+    )
     """Regular expressions for 'blocklist', matched case-insensitively anywhere in the text."""
 
 

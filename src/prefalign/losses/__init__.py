@@ -8,8 +8,8 @@ step's global item count.
 from prefalign.losses.contrastive import info_nce_loss
 from prefalign.losses.phf import PHF_OBJECTIVES
 from prefalign.losses.preference import (
-    PREFERENCE_LOSSES,
-    REFERENCE_FREE_LOSSES,
+    PAIRWISE_LOSSES,
+    PairwiseLoss,
     dpo_loss,
     hinge_loss,
     ipo_loss,
@@ -26,7 +26,8 @@ from prefalign.losses.reward import bradley_terry_loss
 
 __all__ = [
     "PHF_OBJECTIVES",
-    "PREFERENCE_LOSSES",
+    "PAIRWISE_LOSSES",
+    "PairwiseLoss",
     "TOKEN_REDUCTION_MODES",
     "bradley_terry_loss",
     "dpo_loss",
@@ -36,7 +37,6 @@ __all__ = [
     "reduce_token_loss",
     "hinge_loss",
     "robust_dpo_loss",
-    "REFERENCE_FREE_LOSSES",
     "kto_loss",
     "kto_reference_point",
     "listwise_dpo_loss",

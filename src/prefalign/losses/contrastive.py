@@ -1,7 +1,8 @@
 """Contrastive alignment: InfoNCE over one preferred text and a set of worse ones.
 
 For each prompt ``x_i`` there is one *positive* (the preferred answer) with score ``s+_i`` and
-``N`` *negatives* (its rejected answer, and in the recipe also other rows' answers) with scores
+``N`` *negatives* (its rejected answer, and in the recipe also the answers of the other rows of
+its optimizer step) with scores
 ``s-_ij``. InfoNCE (van den Oord et al. 2018, "Representation Learning with Contrastive
 Predictive Coding", arXiv 1807.03748, eq. 4) is the cross-entropy of picking the positive out of
 the ``1 + N`` candidates with a softmax over ``score / tau``::
@@ -72,8 +73,11 @@ def info_nce_loss(
     Returns:
         ``(losses, metrics)``: losses (B,), unreduced. Metrics are detached () tensors:
         ``accuracy`` (fraction of rows whose positive strictly outscores every counted negative),
-        ``scores/positive`` (mean positive score), ``scores/negative`` (mean over counted
-        negatives), ``negatives`` (mean number of counted negatives per row).
+        ``scores/positive`` (mean positive score), ``scores/negative`` (mean over the rows with a
+        counted negative of each row's mean negative score), ``negatives`` (mean number of counted
+        negatives per row). Each is a mean over rows of a per-row value, so example-weighted means
+        of these over a split of the rows give the metric of all rows (when every row has a
+        negative).
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
@@ -108,11 +112,12 @@ def info_nce_loss(
         neg = negative_scores.detach()
         best_negative = torch.where(valid, neg, minus_inf).amax(dim=1) if neg.shape[1] else pos - 1
         counts = valid.sum(dim=1)
-        negative_sum = torch.where(valid, neg, torch.zeros_like(neg)).sum()
+        row_negative = torch.where(valid, neg, torch.zeros_like(neg)).sum(dim=1) / counts.clamp(min=1)
+        has_negative = counts > 0
         metrics = {
             "accuracy": (pos > best_negative).float().mean(),
             "scores/positive": pos.mean(),
-            "scores/negative": negative_sum / counts.sum().clamp(min=1),
+            "scores/negative": row_negative[has_negative].sum() / has_negative.sum().clamp(min=1),
             "negatives": counts.float().mean(),
         }
     return losses, metrics

@@ -21,20 +21,22 @@ awr           every document                      ``-exp((R - V) / beta) log p``
 
 Conventions. Scores are rewards: higher is better (Korbak's code stores *misalignment* scores,
 ``R = -score``; the paper's section 2 writes rewards, as we do). All tensors are aligned with the
-shifted targets of a causal LM (:func:`prefalign.ops.shift_for_causal_lm`): position ``t`` holds
-the log-prob of target token ``y_t``, its mask, its segment's score, and the value predicted from
-the prefix ``y_<t``. Each loss returns *per-token* losses ``(B, T)``, zero outside the mask, and a
-dict of detached metrics (masked means over this micro-batch); nothing is reduced here. The recipe
-reduces with ``prefalign.losses.reduce_token_loss(mode="token_mean", total_tokens=N)`` where N is
-the optimizer step's token count, the token mean Korbak's ``CrossEntropyLoss`` takes, made
-invariant to micro-batching (see :mod:`prefalign.losses.reduction`).
+scored target tokens of a causal LM (the ``token_logps`` of :func:`prefalign.models.scoring.completion_logps`):
+position ``t`` holds the log-prob of target token ``y_t``, its mask, its segment's score, and the
+value predicted from the prefix ``y_<t``. Each loss returns *per-token* losses ``(B, T)``, zero
+outside the mask, and a dict of detached metrics (masked means over the given tokens); nothing is
+reduced here. The recipe sums each row's token losses and lets the training loop divide by the
+optimizer step's token count (its global-count weighting, see :mod:`prefalign.losses.reduction`):
+the token mean Korbak's ``CrossEntropyLoss`` takes, invariant to micro-batching.
 
-:data:`PHF_OBJECTIVES` maps each objective's name to what it needs (:class:`PHFObjective`): how the
-corpus is prepared, which token tensors the loss takes and which config options it reads.
+:data:`PHF_OBJECTIVES` maps each objective's name to a :class:`PHFObjective`: how the corpus is
+prepared, and the loss, whose signature says which token tensors it takes (positional, after
+``policy_logps`` and ``mask``) and which keyword hyperparameters (keyword-only).
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -187,7 +189,7 @@ def awr_loss(
     *,
     beta: float,
     max_weight: float = 1000.0,
-    awr_alpha: float = 0.5,
+    alpha: float = 0.5,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Advantage-weighted regression with a learned value head as the baseline.
 
@@ -212,21 +214,21 @@ def awr_loss(
             at the position whose logits predict ``y_t``).
         beta: temperature > 0 of the advantage weights.
         max_weight: upper clip of the weights (> 0).
-        awr_alpha: in [0, 1], weight of the weighted NLL; ``1 - awr_alpha`` weighs the value MSE.
+        alpha: in [0, 1], weight of the weighted NLL; ``1 - alpha`` weighs the value MSE.
 
     Returns:
         ``(per_token_loss (B, T), metrics)``; metrics: ``nll``, ``weight``, ``advantage``,
         ``value``, ``value_loss`` (masked means).
     """
     keep = _check(policy_logps, mask, scores, values)
-    if not 0.0 <= awr_alpha <= 1.0:
-        raise ValueError(f"awr_alpha must lie in [0, 1], got {awr_alpha}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
     rewards = scores.to(policy_logps.dtype)
     values = values.to(policy_logps.dtype)
     advantages = rewards - values.detach()
     weights = _weights(advantages, beta, max_weight)
     value_error = (values - rewards) ** 2
-    per_token = awr_alpha * weights * -policy_logps + (1.0 - awr_alpha) * value_error
+    per_token = alpha * weights * -policy_logps + (1.0 - alpha) * value_error
     per_token = torch.where(keep, per_token, torch.zeros_like(per_token))
     metrics = {
         "nll": masked_mean(-policy_logps.detach(), keep),
@@ -240,25 +242,34 @@ def awr_loss(
 
 @dataclass(frozen=True)
 class PHFObjective:
-    """What one PHF objective needs (an entry of :data:`PHF_OBJECTIVES`)."""
+    """One PHF objective (an entry of :data:`PHF_OBJECTIVES`): its corpus preparation and its loss."""
 
     loss: PHFLoss
-    """The per-token loss: ``loss(policy_logps, mask, *inputs, **options)``."""
+    """The per-token loss ``loss(policy_logps, mask, *inputs, **options)``."""
     corpus: Literal["all", "filter", "condition"]
     """How the recipe prepares the corpus: every document; only documents whose mean segment score
     is at least the threshold; every segment prefixed by a ``<|good|>`` / ``<|bad|>`` control token."""
-    inputs: tuple[str, ...] = ()
-    """Token tensors the loss takes after ``(policy_logps, mask)``, by keyword: ``good`` (bool, the
-    target's segment is good), ``scores`` (its segment's reward), ``values`` (value-head output)."""
-    options: tuple[str, ...] = ()
-    """Keyword hyperparameters of the loss; each is a field of the same name in ``PHFConfig``."""
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """Token tensors the loss takes after ``(policy_logps, mask)``: its other positional
+        parameters, ``good`` (bool, the target's segment is good), ``scores`` (the segment's
+        reward) or ``values`` (value-head output)."""
+        params = inspect.signature(self.loss).parameters.values()
+        return tuple(p.name for p in params if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD)[2:]
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """The loss's keyword-only hyperparameters, by name (e.g. ``beta``, ``max_weight``)."""
+        params = inspect.signature(self.loss).parameters.values()
+        return tuple(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)
 
 
 PHF_OBJECTIVES: dict[str, PHFObjective] = {
     "mle": PHFObjective(nll_loss, "all"),
     "filtering": PHFObjective(nll_loss, "filter"),
     "conditional": PHFObjective(nll_loss, "condition"),
-    "unlikelihood": PHFObjective(unlikelihood_loss, "all", ("good",), ("unlikelihood_weight",)),
-    "rwr": PHFObjective(rwr_loss, "all", ("scores",), ("beta", "max_weight")),
-    "awr": PHFObjective(awr_loss, "all", ("scores", "values"), ("beta", "max_weight", "awr_alpha")),
+    "unlikelihood": PHFObjective(unlikelihood_loss, "all"),
+    "rwr": PHFObjective(rwr_loss, "all"),
+    "awr": PHFObjective(awr_loss, "all"),
 }

@@ -1,9 +1,10 @@
 """Offline preference losses: DPO, cDPO, IPO, robust DPO, hinge; SimPO, ORPO; KTO; listwise DPO; +SFT.
 
-Every loss in :data:`PREFERENCE_LOSSES` has the same signature, so a recipe can pick one by name
-and call it with the same arguments::
+The pairwise losses are registered by name in :data:`PAIRWISE_LOSSES`, each with how it is fed::
 
-    losses, metrics = PREFERENCE_LOSSES[name](pc, pr, rc, rr, beta=0.1, label_smoothing=0.0)
+    entry = PAIRWISE_LOSSES[name]
+    losses, metrics = entry.fn(pc, pr, rc, rr, beta=0.1)      # entry.reference is True
+    losses, metrics = entry.fn(pc, pr, beta=2.0, gamma=0.5)   # reference-free (simpo, orpo)
 
 where ``pc, pr`` are the policy's log-probs of the chosen and rejected answers and ``rc, rr`` the
 reference's, each of shape (B,). The common quantity is the difference of log-ratios
@@ -11,14 +12,11 @@ reference's, each of shape (B,). The common quantity is the difference of log-ra
     h = (pc - rc) - (pr - rr) = log [pi(y_c) / ref(y_c)] - log [pi(y_r) / ref(y_r)].
 
 The functions use whatever log-probs they are given: summed over the completion (the papers'
-definition and what ``prefalign.ops.sequence_logps`` returns) or averaged per token (divide
-by the token counts first; this is what TRL 1.16 does for IPO, see :func:`ipo_loss`).
+definition and what ``prefalign.models.scoring`` returns) or averaged per token (divide by the
+token counts first; SimPO and ORPO take averages, see ``PairwiseLoss.average_logps``).
 
 The rest of the family has other inputs, so each has its own signature:
 
-* reference-free pairwise losses, :data:`REFERENCE_FREE_LOSSES` (``simpo``, ``orpo``):
-  ``fn(pc, pr, *, beta, ...)`` on per-token *average* log-probs (:func:`simpo_loss`,
-  :func:`orpo_loss`);
 * :func:`kto_loss`: unpaired desirable / undesirable examples and a KL reference point;
 * :func:`listwise_dpo_loss`: a ranking of K responses, (B, K) log-probs (Plackett-Luce DPO);
 * :func:`with_sft_loss`: adds the chosen answer's length-normalised NLL to any of the above
@@ -29,6 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -178,7 +177,7 @@ def ipo_loss(
         policy_chosen_logps, policy_rejected_logps: (B,) policy log-probs of each answer.
         ref_chosen_logps, ref_rejected_logps: (B,) reference log-probs of each answer.
         beta: regularisation strength tau (> 0).
-        label_smoothing: accepted so every entry of :data:`PREFERENCE_LOSSES` shares one
+        label_smoothing: accepted so every reference pairwise loss shares one
             signature; IPO has no label-noise variant, so anything but 0 is an error.
 
     Returns:
@@ -266,15 +265,6 @@ def hinge_loss(
     )
 
 
-PREFERENCE_LOSSES: dict[str, PreferenceLoss] = {
-    "sigmoid": dpo_loss,
-    # cDPO is the sigmoid loss with label_smoothing > 0; the alias lets configs name it.
-    "cdpo": dpo_loss,
-    "ipo": ipo_loss,
-    "robust": robust_dpo_loss,
-    "hinge": hinge_loss,
-}
-"""Preference losses by name. All take ``(pc, pr, rc, rr, *, beta, label_smoothing=0.0)``."""
 
 
 # ---- reference-free pairwise losses: SimPO, ORPO ----------------------------------------------------
@@ -402,8 +392,31 @@ def orpo_loss(
     return losses, metrics
 
 
-REFERENCE_FREE_LOSSES: dict[str, PreferenceLoss] = {"simpo": simpo_loss, "orpo": orpo_loss}
-"""Pairwise losses without a reference model. All take ``(pc, pr, *, beta, ...)`` on per-token averages."""
+@dataclass(frozen=True)
+class PairwiseLoss:
+    """One entry of :data:`PAIRWISE_LOSSES`: the function and how to feed it."""
+
+    fn: Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]
+    reference: bool
+    """Takes ``(pc, pr, rc, rr, *, beta, ...)`` with reference log-probs; else ``(pc, pr, *, beta, ...)``."""
+    average_logps: bool
+    """Takes per-token average log-probs (sum / token count) instead of sums."""
+    options: tuple[str, ...] = ()
+    """Keyword arguments it accepts besides ``beta`` (the function's own parameter names)."""
+
+
+PAIRWISE_LOSSES: dict[str, PairwiseLoss] = {
+    "sigmoid": PairwiseLoss(dpo_loss, reference=True, average_logps=False, options=("label_smoothing",)),
+    # cDPO is the sigmoid loss with label_smoothing > 0; the alias lets configs name it.
+    "cdpo": PairwiseLoss(dpo_loss, reference=True, average_logps=False, options=("label_smoothing",)),
+    # IPO on sequence sums (the paper's form; TRL averages per token).
+    "ipo": PairwiseLoss(ipo_loss, reference=True, average_logps=False),
+    "robust": PairwiseLoss(robust_dpo_loss, reference=True, average_logps=False, options=("label_smoothing",)),
+    "hinge": PairwiseLoss(hinge_loss, reference=True, average_logps=False),
+    "simpo": PairwiseLoss(simpo_loss, reference=False, average_logps=True, options=("label_smoothing", "gamma")),
+    "orpo": PairwiseLoss(orpo_loss, reference=False, average_logps=True),
+}
+"""The pairwise preference losses by name (``prefalign dpo loss=NAME``): the one registry of the family."""
 
 
 # ---- KTO: unpaired desirable / undesirable examples -------------------------------------------------

@@ -14,6 +14,7 @@ from prefalign.models.loading import (
     LoraSettings,
     apply_lora,
     count_parameters,
+    disable_dropout,
     ensure_pad_token,
     is_peft_model,
     load_causal_lm,
@@ -21,6 +22,7 @@ from prefalign.models.loading import (
     load_tokenizer,
     merge_and_save,
     reference_logits_context,
+    unwrap_model,
 )
 from prefalign.models.registry import BUILTIN_MODELS, BuiltinModel, models_cache_dir, resolve_model_path
 
@@ -30,6 +32,7 @@ __all__ = [
     "LoraSettings",
     "apply_lora",
     "count_parameters",
+    "disable_dropout",
     "ensure_pad_token",
     "is_peft_model",
     "load_causal_lm",
@@ -39,4 +42,5 @@ __all__ = [
     "models_cache_dir",
     "reference_logits_context",
     "resolve_model_path",
+    "unwrap_model",
 ]

@@ -184,7 +184,7 @@ def _saved_reward_heads(path: str) -> int:
 
 
 # ---- peft helpers -----------------------------------------------------------------------------
-def _unwrap(model):
+def unwrap_model(model):
     """Strip DDP/DataParallel and torch.compile wrappers."""
     while True:
         if isinstance(model, torch.nn.parallel.DistributedDataParallel | torch.nn.DataParallel):
@@ -201,7 +201,7 @@ def is_peft_model(model) -> bool:
         from peft import PeftModel
     except ImportError:  # pragma: no cover
         return False
-    return isinstance(_unwrap(model), PeftModel)
+    return isinstance(unwrap_model(model), PeftModel)
 
 
 @contextlib.contextmanager
@@ -213,7 +213,7 @@ def reference_logits_context(model) -> Iterator[Any]:
     calling the original (possibly DDP-wrapped) ``model`` inside the block works just as well.
     Raises ``TypeError`` for a non-peft model: load a separate reference model instead.
     """
-    inner = _unwrap(model)
+    inner = unwrap_model(model)
     if not is_peft_model(inner):
         raise TypeError(
             "reference_logits_context needs a peft (LoRA) model; for full fine-tuning load a separate "
@@ -230,7 +230,7 @@ def merge_and_save(model, tokenizer, out_dir: str | os.PathLike) -> Path:
     and training can continue. The folder is written to a temp dir next to ``out_dir`` and
     renamed into place, replacing an older ``out_dir`` only once the new one is complete.
     """
-    model = _unwrap(model)
+    model = unwrap_model(model)
     merged = copy.deepcopy(model).merge_and_unload() if is_peft_model(model) else model
     merged.config.pad_token_id = tokenizer.pad_token_id
     with atomic_output_dir(out_dir) as tmp:
@@ -241,4 +241,11 @@ def merge_and_save(model, tokenizer, out_dir: str | os.PathLike) -> Path:
 
 def count_parameters(model, *, trainable_only: bool = False) -> int:
     """Number of parameters (shared/tied tensors counted once); only trainable ones if asked."""
-    return sum(p.numel() for p in _unwrap(model).parameters() if p.requires_grad or not trainable_only)
+    return sum(p.numel() for p in unwrap_model(model).parameters() if p.requires_grad or not trainable_only)
+
+
+def disable_dropout(model) -> None:
+    """Set every dropout probability to 0: log-ratios against a reference must not be noisy."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0

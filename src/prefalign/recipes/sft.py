@@ -1,33 +1,34 @@
-"""Supervised fine-tuning on prompt/completion rows (loss on completion tokens only).
+"""Supervised fine-tuning: maximise the likelihood of completion tokens (the prompt is context).
 
-The loss is the mean negative log-likelihood over all completion tokens of an optimizer step:
-each micro-batch contributes its token *sum* divided by the step's total completion-token count,
-so the gradient does not depend on how the step is split into micro-batches.
+Rows are prompt/completion pairs (text or messages) or documents (``{"text": ...}``, no prompt).
+A document is encoded by :func:`prefalign.tokens.encode_document` and trained on every token
+after its first (the first has nothing before it to be predicted from).
+
+The loss is the mean negative log-likelihood over all trained tokens of an optimizer step: each
+row contributes its summed token NLL and the loop divides by the step's token count over every
+process (``total=`` of :meth:`~prefalign.train.TrainLoop.micro_batches`), so neither the gradient
+nor the logged loss depends on how the step is split into micro-batches or processes. Held-out
+rows (``data.eval``, or ``data.eval_fraction`` of ``data.train``) give the token-mean NLL and its
+perplexity.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import math
+from collections.abc import Sequence
+from typing import Annotated, Any
 
 import torch
 
-from prefalign.config import DataConfig, ModelConfig, TrainConfig
-from prefalign.feedback.formats import load_sft_rows
-from prefalign.ops import shift_for_causal_lm, token_logps
-from prefalign.recipes.common import (
-    build_optimizer,
-    clip_and_step,
-    load_policy,
-    make_accelerator,
-    micro_batches,
-    pad_sequences,
-    save_final,
-    step_plan,
-    tokenize_prompt_completion,
-)
-from prefalign.run import Run, RunResult
-from prefalign.utils import seed_everything
+from prefalign.config import DataConfig, ModelConfig, OutputDir, TrainConfig
+from prefalign.feedback.formats import SFTRow, load_sft_rows
+from prefalign.models.scoring import completion_logps
+from prefalign.recipes.common import encode, load_policy, load_splits, saver
+from prefalign.tokens import encode_document, right_pad
+from prefalign.train import MicroBatch, RunResult, TrainLoop, step_plan
+
+TokenIds = tuple[list[int], list[int]]
 
 
 @dataclasses.dataclass
@@ -37,7 +38,7 @@ class SFTConfig:
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
-    output_dir: str = "runs/sft"
+    output_dir: Annotated[str, OutputDir()] = "runs/sft"
     """Where config.yaml, metrics.jsonl, checkpoints/ and final/ go."""
     resume: bool = False
     """Continue from the latest checkpoint in output_dir."""
@@ -45,93 +46,77 @@ class SFTConfig:
     """Replace an earlier run in output_dir instead of refusing to start."""
 
 
-def completion_nll(
-    model: torch.nn.Module, batch: dict[str, torch.Tensor]
+def encode_row(tokenizer: Any, row: SFTRow, data: DataConfig) -> TokenIds:
+    """(context_ids, trained_ids) of one row.
+
+    A row with a prompt is its prompt and completion (:func:`prefalign.recipes.common.encode`); a
+    document is its first token (context) and every later token (trained), within ``data.max_length``.
+    """
+    if isinstance(row.prompt, str) and not row.prompt and isinstance(row.completion, str):
+        ids = encode_document(tokenizer, row.completion, max_length=data.max_length)
+        return ids[:1], ids[1:]
+    return encode(tokenizer, row.prompt, row.completion, data)
+
+
+def row_nll(
+    model: torch.nn.Module, rows: Sequence[TokenIds], pad_id: int, loop: TrainLoop
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token NLL (B, T-1) and its mask (B, T-1) over completion tokens."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    logits, labels, mask = shift_for_causal_lm(logits, batch["input_ids"], batch["loss_mask"])
-    return -token_logps(logits.float(), labels), mask.float()
+    """(B,) summed NLL of each row's trained tokens and (B,) how many there are (the scorer's mask)."""
+    batch = loop.to_device(right_pad([p for p, _ in rows], [c for _, c in rows], pad_id))
+    out = completion_logps(model, batch)
+    return -(out.token_logps * out.mask).sum(dim=-1), out.mask.sum(dim=-1)
 
 
-def train(cfg: SFTConfig) -> RunResult:
-    """Fine-tune a causal LM on completions as configured."""
-    run = Run.open(cfg.output_dir, cfg, resume=cfg.resume, overwrite=cfg.overwrite)
-    seed_everything(cfg.train.seed)
-    accelerator = make_accelerator()
+def step_token_mean(nll: torch.Tensor, micro: MicroBatch, examples: int, tokens: int) -> torch.Tensor:
+    """What one micro-batch records as ``loss`` so the logged value is the step's token mean.
 
-    # ---- setup -------------------------------------------------------------------------------
-    model, tokenizer = load_policy(cfg.model)
-    if not cfg.data.train:
-        raise ValueError(
-            "data.train is empty: name a JSONL/Parquet/CSV file of prompt/completion or messages rows"
-        )
-    report = str(run.output_dir / "rejected_rows.jsonl")
-    rows = load_sft_rows(cfg.data.train, on_error=cfg.data.on_error, report_path=report)
-    eval_rows = (
-        load_sft_rows(cfg.data.eval, on_error=cfg.data.on_error, report_path=report) if cfg.data.eval else []
-    )
-    encoded = [tokenize_prompt_completion(tokenizer, r.prompt, r.completion, cfg.data) for r in rows]
-    eval_encoded = [
-        tokenize_prompt_completion(tokenizer, r.prompt, r.completion, cfg.data) for r in eval_rows
-    ]
-    pad_id = tokenizer.pad_token_id
-    plan = step_plan(len(encoded), cfg.train)
-    optimizer, scheduler = build_optimizer(model, cfg.train, len(plan))
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    model.train()
-    start = run.restore(model, optimizer, scheduler)
-
-    # ---- loop --------------------------------------------------------------------------------
-    last: dict[str, float] = {}
-    for step, bar, task in run.progress(start, len(plan), "sft"):
-        indices = plan[step]
-        # Completion tokens of the whole step (all processes): the denominator of the token mean.
-        step_tokens = sum(len(encoded[i][1]) for i in indices)
-        total_nll = 0.0
-        for micro in micro_batches(indices, cfg.train.micro_batch_size, accelerator):
-            batch = pad_sequences([encoded[i][0] for i in micro], [encoded[i][1] for i in micro], pad_id)
-            nll, mask = completion_nll(model, batch)
-            token_sum = (nll * mask).sum()
-            accelerator.backward(token_sum * accelerator.num_processes / step_tokens)
-            total_nll += float(token_sum.detach())
-        grad_norm = clip_and_step(model, optimizer, scheduler, accelerator, cfg.train.max_grad_norm)
-        last = {
-            "loss": total_nll * accelerator.num_processes / step_tokens,
-            "tokens": step_tokens,
-            "grad_norm": grad_norm,
-            "learning_rate": scheduler.get_last_lr()[0],
-        }
-        if cfg.train.eval_every and (step + 1) % cfg.train.eval_every == 0 and eval_encoded:
-            last["eval/loss"] = evaluate(model, eval_encoded, pad_id, cfg.train.micro_batch_size)
-        run.log(step + 1, last)
-        bar.update(task, info=f"loss {last['loss']:.4f}")
-        if cfg.train.save_every and (step + 1) % cfg.train.save_every == 0 and step + 1 < len(plan):
-            run.save_checkpoint(step + 1, accelerator.unwrap_model(model), optimizer, scheduler)
-
-    # ---- save --------------------------------------------------------------------------------
-    unwrapped = accelerator.unwrap_model(model)
-    if len(plan) > start:
-        run.save_checkpoint(len(plan), unwrapped, optimizer, scheduler)
-    eval_metrics: dict[str, Any] = {}
-    if eval_encoded:
-        loss = evaluate(unwrapped, eval_encoded, pad_id, cfg.train.micro_batch_size)
-        eval_metrics = {"loss": loss, "perplexity": float(torch.exp(torch.tensor(loss)))}
-    return save_final(run, unwrapped, tokenizer, steps=len(plan), last=last, eval_metrics=eval_metrics)
+    The loop logs the example-weighted mean of the values its micro-batches record (``micro.count``
+    of the step's ``examples`` rows, over every process); recording ``sum * examples / (tokens *
+    count)`` therefore logs ``step NLL sum / tokens`` for every split. A placeholder records 0.
+    """
+    if not micro.count:
+        return nll.new_zeros(())
+    return nll.detach().sum() * examples / (max(1, tokens) * micro.count)
 
 
 @torch.no_grad()
 def evaluate(
-    model: torch.nn.Module, encoded: list[tuple[list[int], list[int]]], pad_id: int, batch_size: int
-) -> float:
-    """Token-mean NLL over held-out completions."""
-    was_training = model.training
+    loop: TrainLoop, model: torch.nn.Module, rows: list[TokenIds], pad_id: int, batch_size: int
+) -> dict[str, float]:
+    """Token-mean NLL and perplexity of the current model on held-out rows."""
     model.eval()
-    total, count = 0.0, 0
-    for start in range(0, len(encoded), batch_size):
-        chunk = encoded[start : start + batch_size]
-        nll, mask = completion_nll(model, pad_sequences([p for p, _ in chunk], [c for _, c in chunk], pad_id))
-        total += float((nll * mask).sum())
-        count += int(mask.sum())
-    model.train(was_training)
-    return total / max(1, count)
+    total, tokens = 0.0, 0
+    for start in range(0, len(rows), batch_size):
+        nll, counts = row_nll(model, rows[start : start + batch_size], pad_id, loop)
+        total += float(nll.sum())
+        tokens += int(counts.sum())
+    model.train()
+    loss = total / max(1, tokens)
+    return {"eval/loss": loss, "eval/perplexity": math.exp(loss)}
+
+
+def train(cfg: SFTConfig) -> RunResult:
+    """Fine-tune a causal LM on completions (and documents) as configured."""
+    loop = TrainLoop.open(cfg, "sft")
+    policy, tokenizer = load_policy(cfg.model)
+    pad_id = tokenizer.pad_token_id
+    train_rows, eval_rows = load_splits(load_sft_rows, cfg.data, cfg.train.seed, loop.run.output_dir)
+    encoded = [encode_row(tokenizer, r, cfg.data) for r in train_rows]
+    eval_encoded = [encode_row(tokenizer, r, cfg.data) for r in eval_rows]
+    plan = step_plan(len(encoded), cfg.train)
+    model = loop.prepare("policy", policy, len(plan))
+    loop.restore()
+
+    def held_out() -> dict[str, float]:
+        return evaluate(loop, model, eval_encoded, pad_id, cfg.train.micro_batch_size) if eval_encoded else {}
+
+    for step in loop.steps(len(plan)):
+        indices = plan[step]
+        # The denominator of the token mean: trained tokens of the whole step, on every process.
+        tokens = sum(len(encoded[i][1]) for i in indices)
+        for micro in loop.micro_batches(indices, total=tokens):
+            nll, _ = row_nll(model, [encoded[i] for i in micro.indices], pad_id, loop)
+            loop.backward(nll, micro, {"loss": step_token_mean(nll, micro, len(indices), tokens)})
+        loop.optimizer_step(step, {"tokens": tokens}, evaluate=held_out)
+
+    return loop.finish(saver(loop.unwrap(), tokenizer), eval_metrics=held_out())

@@ -1,7 +1,8 @@
 """Batched sampling from a Hugging Face causal LM with ``model.generate`` (KV cache, left padding).
 
-Every prompt is rendered with the tokenizer's chat template when it has one (a plain string becomes
-one user message, optionally after a system message), otherwise used as plain text. Prompts are
+Every prompt is rendered and encoded by :mod:`prefalign.tokens` (the same rule as training and
+scoring: a chat template when the tokenizer has one, a plain string then being one user message,
+optionally after a system message) and left-padded by its generation collator. Prompts are
 repeated ``n`` times and generated in batches of ``batch_size`` rows. Generation stops at the
 tokenizer's EOS, the model's generation-config EOS ids and, when the vocabulary has it, the ChatML
 end-of-turn token ``<|im_end|>`` (SmolLM2's EOS). A sample is ``finished`` when it emitted one of
@@ -21,7 +22,10 @@ from typing import Any
 
 import torch
 
-Prompt = str | list[dict[str, str]]
+from prefalign.models.loading import unwrap_model
+from prefalign.tokens import Text, encode_prompt, left_pad
+
+Prompt = Text
 CHAT_END_TOKENS = ("<|im_end|>",)
 
 
@@ -89,28 +93,6 @@ class GenerationStats:
         return self.generated_tokens / self.seconds if self.seconds > 0 else 0.0
 
 
-def render_prompt(tokenizer: Any, prompt: Prompt, system_prompt: str | None = None) -> str:
-    """The prompt as the model reads it: chat template with a generation prompt, or the text itself."""
-    if getattr(tokenizer, "chat_template", None):
-        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-        if system_prompt is not None and messages[0]["role"] != "system":
-            messages = [{"role": "system", "content": system_prompt}, *messages]
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    if not isinstance(prompt, str):
-        return "\n".join(m["content"] for m in prompt)
-    return prompt
-
-
-def prompt_token_ids(
-    tokenizer: Any, prompt: Prompt, system_prompt: str | None = None, suffix: str = ""
-) -> list[int]:
-    """Token ids of the rendered prompt (plus ``suffix``) as :func:`generate` feeds it to the model:
-    a chat template brings its own special tokens, plain text gets the tokenizer's (e.g. BOS)."""
-    plain = not getattr(tokenizer, "chat_template", None)
-    text = render_prompt(tokenizer, prompt, system_prompt) + suffix
-    return list(tokenizer(text, add_special_tokens=plain)["input_ids"])
-
-
 def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
     """EOS ids of the tokenizer and generation config, plus the chat end token when it exists."""
     ids: list[int] = []
@@ -166,9 +148,12 @@ def generate(
     stops = stop_token_ids(model, tokenizer)
     stop_set = set(stops)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
-    encoded = [prompt_token_ids(tokenizer, p, cfg.system_prompt, cfg.response_prefix) for p in prompts]
+    encoded = [
+        encode_prompt(tokenizer, p, system_prompt=cfg.system_prompt, suffix=cfg.response_prefix)
+        for p in prompts
+    ]
     jobs = [(i, s) for i in range(len(prompts)) for s in range(cfg.n)]
-    device = next(model.parameters()).device
+    device = next(unwrap_model(model).parameters()).device
     sampling: dict[str, Any] = {"do_sample": cfg.temperature > 0}
     if cfg.temperature > 0:
         sampling.update(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k)
@@ -178,19 +163,15 @@ def generate(
         for b, start in enumerate(range(0, len(jobs), cfg.batch_size)):
             chunk = jobs[start : start + cfg.batch_size]
             rows = [encoded[i] for i, _ in chunk]
-            width = max(len(r) for r in rows)
-            input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-            attention = torch.zeros((len(rows), width), dtype=torch.long)
-            for k, r in enumerate(rows):  # left padding: the last prompt token is the last column
-                input_ids[k, width - len(r) :] = torch.tensor(r)
-                attention[k, width - len(r) :] = 1
+            batch = left_pad(rows, pad_id)
+            width = batch["input_ids"].shape[1]
             rng = torch.random.fork_rng(devices=[]) if cfg.seed is not None else contextlib.nullcontext()
             with rng:
                 if cfg.seed is not None:
                     torch.manual_seed(cfg.seed + b)
                 out = model.generate(
-                    input_ids=input_ids.to(device),
-                    attention_mask=attention.to(device),
+                    input_ids=batch["input_ids"].to(device),
+                    attention_mask=batch["attention_mask"].to(device),
                     max_new_tokens=cfg.max_new_tokens,
                     eos_token_id=stops,
                     pad_token_id=pad_id,
