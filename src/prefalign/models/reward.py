@@ -70,22 +70,6 @@ def collate_reward_rows(rows: Sequence[Sequence[int]], pad_id: int) -> dict[str,
     return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
 
 
-def reward_batch(
-    tokenizer: Any,
-    prompts: Sequence[Text],
-    completions: Sequence[Text],
-    *,
-    max_length: int,
-    max_prompt_length: int = 0,
-) -> dict[str, torch.Tensor]:
-    """One right-padded batch of (prompt, completion) rows (:func:`encode_reward_text`), on the CPU."""
-    rows = [
-        encode_reward_text(tokenizer, p, c, max_length=max_length, max_prompt_length=max_prompt_length)
-        for p, c in zip(prompts, completions, strict=True)
-    ]
-    return collate_reward_rows(rows, tokenizer.pad_token_id)
-
-
 # ---- scoring ------------------------------------------------------------------------------------
 def score_heads(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """(B, k) reward of every head per row, fp32; gradients flow when enabled."""
@@ -122,19 +106,17 @@ def score_all_heads(
         encode_reward_text(tokenizer, p, c, max_length=max_length, max_prompt_length=max_prompt_length)
         for p, c in zip(prompts, completions, strict=True)
     ]
+    size = max(1, batch_size)
     columns = []
     for model in members:
         was_training = model.training
         model.eval()
         device = model_device(model)
+        parts = []
         try:
-            parts = [
-                score_heads(
-                    model,
-                    {k: v.to(device) for k, v in collate_reward_rows(chunk, tokenizer.pad_token_id).items()},
-                ).cpu()
-                for chunk in (rows[s : s + batch_size] for s in range(0, len(rows), max(1, batch_size)))
-            ]
+            for start in range(0, len(rows), size):
+                batch = collate_reward_rows(rows[start : start + size], tokenizer.pad_token_id)
+                parts.append(score_heads(model, {k: v.to(device) for k, v in batch.items()}).cpu())
         finally:
             model.train(was_training)
         columns.append(torch.cat(parts) if parts else torch.zeros(0, head_count(model)))

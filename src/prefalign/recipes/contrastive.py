@@ -150,7 +150,8 @@ def likelihood_features(model: torch.nn.Module, step: Step, rows: list[int], ctx
     mean with ``length_normalize``, the SimPO reward without its beta), minus the reference's."""
     width = step.index.shape[1]
     prompts = [step.rows[i].prompt_ids for i in rows for _ in range(width)]
-    completions = [step.answers[k] for i in rows for k in step.index[i].tolist()]
+    answers = step.answers
+    completions = [answers[k] for i in rows for k in step.index[i].tolist()]
     batch = ctx.batch(prompts, completions)
 
     def score(model: torch.nn.Module) -> torch.Tensor:

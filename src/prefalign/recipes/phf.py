@@ -139,7 +139,7 @@ class PHFConfig:
                     raise ConfigError(f"{name}: control_token_init=words needs a word in the token's name")
         if self.scorer.name == "blocklist" and not self.scorer.patterns:
             raise ConfigError("scorer: patterns must not be empty for the blocklist scorer")
-        gen = self.generation
+        gen = self.generation  # SamplingConfig has no field checks of its own
         checks = {
             "n": (gen.n == 1, "must be 1: num_samples sets how many samples phf draws"),
             "response_prefix": (not gen.response_prefix, "must be empty: phf sets it (good_token)"),
@@ -151,7 +151,7 @@ class PHFConfig:
         }
         for key, (ok, problem) in checks.items():
             if not ok:
-                raise ConfigError(f"generation: {key} {problem}, got {getattr(gen, key)!r}")
+                raise ConfigError(f"generation.{key}: {problem}, got {getattr(gen, key)!r}")
 
 
 # ---- loss and evaluation -----------------------------------------------------------------------
@@ -166,7 +166,8 @@ def token_losses(
     if "values" in objective.inputs:
         policy = unwrap_model(model)
         assert isinstance(policy, PHFPolicy) and policy.values is not None
-        tensors["values"] = policy.values[:, :-1][:, -width:]  # the value of the prefix before each target
+        values, policy.values = policy.values, None  # this forward's, read once
+        tensors["values"] = values[:, :-1][:, -width:]  # the value of the prefix before each target
     per_token, metrics = objective.loss(
         out.token_logps,
         out.mask,

@@ -138,8 +138,11 @@ class TrainLoop:
 
     def micro_batches(
         self, indices: list[int], *, size: int | None = None, total: float | None = None
-    ) -> list[MicroBatch]:
+    ) -> Iterator[MicroBatch]:
         """This process's share of one optimizer step's ``indices``, cut into micro-batches.
+
+        Iterate it with ``for``: the body (forward and :meth:`backward`) of every micro-batch but
+        the last runs inside DDP's ``no_sync``, which must cover the forward too.
 
         ``total`` is the step's global normaliser N (default: ``len(indices)``; a token-level loss
         passes the step's token count instead).
@@ -152,12 +155,11 @@ class TrainLoop:
         rounds = max(1, math.ceil(len(indices[0::count]) / size))
         mine = indices[rank::count]
         cuts = [mine[i * size : (i + 1) * size] for i in range(rounds)]
-        return [
-            MicroBatch(cut, weight, sync=i == rounds - 1)
-            if cut
-            else MicroBatch(indices[:1], 0.0, sync=i == rounds - 1)
-            for i, cut in enumerate(cuts)
-        ]
+        for i, cut in enumerate(cuts):
+            last = i == rounds - 1
+            micro = MicroBatch(cut, weight, sync=last) if cut else MicroBatch(indices[:1], 0.0, sync=last)
+            with self._sync_context(micro):
+                yield micro
 
     def _sync_context(self, micro: MicroBatch) -> contextlib.AbstractContextManager[Any]:
         if micro.sync or self.accelerator.num_processes == 1:
@@ -171,8 +173,7 @@ class TrainLoop:
         self, losses: torch.Tensor, micro: MicroBatch, metrics: dict[str, torch.Tensor] | None = None
     ) -> None:
         """Backward of ``losses.sum() * micro.weight``; records ``metrics`` (means over the micro-batch)."""
-        with self._sync_context(micro):
-            self.accelerator.backward(losses.sum() * micro.weight)
+        self.accelerator.backward(losses.sum() * micro.weight)
         self.record(micro.count, {"loss": losses.detach().float().mean(), **(metrics or {})})
 
     def record(self, count: int, metrics: dict[str, torch.Tensor | float]) -> None:
