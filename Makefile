@@ -39,6 +39,7 @@ demo: $(VENV)/.installed-base
 	$(VENV)/bin/prefalign demo --output-dir runs/demo
 
 test: $(VENV)/.installed-test
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 test-quick: $(VENV)/.installed-test

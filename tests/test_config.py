@@ -221,7 +221,7 @@ def test_model_names_offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
 
 
 def test_builtin_model_names_match_the_registry() -> None:
-    from prefalign.model_names import BUILTIN_MODEL_NAMES
+    from prefalign.catalog import BUILTIN_MODEL_NAMES
     from prefalign.models import BUILTIN_MODELS
 
     assert {n: m.kind for n, m in BUILTIN_MODELS.items()} == BUILTIN_MODEL_NAMES

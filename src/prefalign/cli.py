@@ -6,52 +6,17 @@ Heavy libraries are imported inside the handlers so ``prefalign --help`` answers
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Callable
 
-# command -> (recipe module, config class name, one-line help)
-RECIPES: dict[str, tuple[str, str, str]] = {
-    "sft": ("prefalign.recipes.sft", "SFTConfig", "supervised fine-tuning on prompt/completion rows"),
-    "reward": (
-        "prefalign.recipes.reward",
-        "RewardConfig",
-        "train a reward model: Bradley-Terry on pairs, Plackett-Luce on rankings, or rating regression",
-    ),
-    "dpo": (
-        "prefalign.recipes.dpo",
-        "DPOConfig",
-        "align a policy with DPO / cDPO / IPO / robust / hinge / SimPO / ORPO on preference pairs",
-    ),
-    "kto": (
-        "prefalign.recipes.kto",
-        "KTOConfig",
-        "align a policy with KTO on unpaired desirable / undesirable completions (or pairs)",
-    ),
-    "listwise": (
-        "prefalign.recipes.listwise",
-        "ListwiseConfig",
-        "align a policy with listwise (Plackett-Luce) DPO on rankings of several answers (or pairs)",
-    ),
-    "phf": (
-        "prefalign.recipes.phf",
-        "PHFConfig",
-        "pretrain with human feedback on a scored corpus (conditional, filtering, UL, RWR, AWR)",
-    ),
-    "contrastive": (
-        "prefalign.recipes.contrastive",
-        "ContrastiveConfig",
-        "contrastive alignment: InfoNCE ranks the preferred answer above in-batch negatives",
-    ),
-}
+from prefalign.recipes import RECIPES
 
 
 def _recipe_command(name: str) -> Callable[[argparse.Namespace], int]:
     def handler(args: argparse.Namespace) -> int:
         from prefalign.config import ConfigError, load_config
 
-        module = importlib.import_module(RECIPES[name][0])
-        config_cls = getattr(module, RECIPES[name][1])
+        module, config_cls = RECIPES[name].load()
         # Flags are typed values, not override text: a path stays the path it is ('1e3', 'a #1').
         values: dict[str, object] = {}
         if args.output_dir is not None:
@@ -139,7 +104,7 @@ def _reward_eval(args: argparse.Namespace) -> int:
 
 def _models(args: argparse.Namespace) -> int:
     from prefalign.config import ConfigError
-    from prefalign.model_names import BUILTIN_MODEL_NAMES
+    from prefalign.catalog import BUILTIN_MODEL_NAMES
 
     if args.prepare is not None and args.prepare not in BUILTIN_MODEL_NAMES:
         raise ConfigError(
@@ -161,8 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Align language models with human preferences: feedback -> reward -> policy -> evaluation.",
     )
     sub = parser.add_subparsers(dest="command", metavar="<command>")
-    for name, (_, _, help_text) in RECIPES.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+    for name, recipe in RECIPES.items():
+        p = sub.add_parser(name, help=recipe.help, description=recipe.help)
         p.add_argument("--config", help="YAML config (a flat config, or one with a section per command)")
         p.add_argument("--output-dir", help="run folder: config.yaml, metrics.jsonl, checkpoints/, final/")
         p.add_argument(

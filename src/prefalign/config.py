@@ -185,7 +185,9 @@ _OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 
 def _builtin_data_problem(name: str, subset: str) -> str | None:
-    from prefalign.feedback.hhh import PATH_ENV, SUBSETS, hhh_available_offline  # torch-free
+    from prefalign.catalog import HHH_PATH_ENV as PATH_ENV
+    from prefalign.catalog import HHH_SUBSETS as SUBSETS
+    from prefalign.catalog import hhh_available_offline
 
     if subset and subset not in SUBSETS:
         return f"unknown {name} subset {subset!r}; expected one of {', '.join(SUBSETS)}"
@@ -215,7 +217,7 @@ class ModelName(Check):
     def problem(self, value: Any) -> str | None:
         if value == "":
             return None if self.optional else "is empty: name a built-in model, a local folder or a hub model"
-        from prefalign.model_names import BUILTIN_MODEL_NAMES
+        from prefalign.catalog import BUILTIN_MODEL_NAMES
 
         if value in BUILTIN_MODEL_NAMES:
             return None

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 
-from prefalign.losses import PREFERENCE_LOSSES, dpo_loss, hinge_loss, ipo_loss, robust_dpo_loss, with_sft_loss
+from prefalign.losses import PAIRWISE_LOSSES, dpo_loss, hinge_loss, ipo_loss, robust_dpo_loss, with_sft_loss
 
 METRIC_KEYS = {
     "rewards/chosen",
@@ -98,12 +98,14 @@ def test_hinge_worked_example_and_margin() -> None:
         hinge_loss(*WORKED, beta=0.1, label_smoothing=0.1)
 
 
-def test_registry_shares_one_signature() -> None:
-    assert PREFERENCE_LOSSES["sigmoid"] is dpo_loss and PREFERENCE_LOSSES["ipo"] is ipo_loss
+def test_reference_losses_of_the_registry_share_one_signature() -> None:
+    assert PAIRWISE_LOSSES["sigmoid"].fn is dpo_loss and PAIRWISE_LOSSES["ipo"].fn is ipo_loss
     g = torch.Generator().manual_seed(0)
     args = [torch.randn(5, generator=g) for _ in range(4)]
-    for name, fn in PREFERENCE_LOSSES.items():
-        losses, metrics = fn(*args, beta=0.2, label_smoothing=0.0)
+    for name, entry in PAIRWISE_LOSSES.items():
+        if not entry.reference:
+            continue
+        losses, metrics = entry.fn(*args, beta=0.2, label_smoothing=0.0)
         assert losses.shape == (5,), name
         assert set(metrics) == METRIC_KEYS
         assert all(m.shape == () and not m.requires_grad for m in metrics.values())
@@ -298,7 +300,7 @@ def test_sft_term_matches_trl_loss_type_sft(loss: str, sft_coef: float) -> None:
     eps = 0.1 if loss == "robust" else 0.0
     nll = -logps[0] / n_c.double()
     ours, _ = with_sft_loss(
-        PREFERENCE_LOSSES[loss](*logps, beta=0.1, label_smoothing=eps), nll, sft_coef=sft_coef
+        PAIRWISE_LOSSES[loss].fn(*logps, beta=0.1, label_smoothing=eps), nll, sft_coef=sft_coef
     )
     expected = _per_pair_trl([loss, "sft"], 0.1, eps, logps, (n_c, n_r), [1.0, sft_coef])
     torch.testing.assert_close(ours, expected)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from prefalign.losses import (
-    REFERENCE_FREE_LOSSES,
+    PAIRWISE_LOSSES,
     dpo_loss,
     kto_loss,
     kto_reference_point,
@@ -119,10 +119,12 @@ def test_orpo_matches_trl_odds_ratio(beta: float) -> None:
 
 
 def test_reference_free_registry() -> None:
-    assert REFERENCE_FREE_LOSSES == {"simpo": simpo_loss, "orpo": orpo_loss}
+    free = {n: e.fn for n, e in PAIRWISE_LOSSES.items() if not e.reference}
+    assert free == {"simpo": simpo_loss, "orpo": orpo_loss}
+    assert all(e.average_logps for e in PAIRWISE_LOSSES.values() if not e.reference)
     g = torch.Generator().manual_seed(0)
     pc, pr = (-torch.rand(5, generator=g) - 0.1 for _ in range(2))
-    for name, fn in REFERENCE_FREE_LOSSES.items():
+    for name, fn in free.items():
         losses, metrics = fn(pc.clone().requires_grad_(), pr, beta=0.2)
         assert losses.shape == (5,) and losses.requires_grad, name
         assert all(m.shape == () and not m.requires_grad for m in metrics.values())

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -127,6 +130,20 @@ def test_micro_batch_size_changes_nothing(variant: str, tmp_path: Path) -> None:
     for size in (1, 3):
         _same_lines(runs[size][0], full, rel=1e-5)
         assert runs[size][1] == pytest.approx(full_eval, rel=1e-5, abs=1e-6)
+
+
+def test_two_processes_give_the_same_run_as_one(tmp_path: Path) -> None:
+    # The cached representation gradient is all-reduced like any other: two processes (gloo on the
+    # CPU), each with micro-batches of one pair, train exactly as one process with the full batch.
+    args = ["--config", "configs/tiny.yaml", *VARIANTS["representation"], "train.max_steps=3"]
+    assert _run("contrastive", tmp_path / "one", *args[2:]) == 0
+    torchrun = Path(sys.executable).with_name("torchrun")
+    command = [str(torchrun), "--standalone", "--nproc_per_node", "2", str(torchrun.with_name("prefalign"))]
+    command += ["contrastive", *args, "train.micro_batch_size=1", "--output-dir", str(tmp_path / "two")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    _same_lines(_metrics(tmp_path / "two"), _metrics(tmp_path / "one"), rel=1e-5)
 
 
 def test_matches_dpo_with_one_negative_and_summed_log_ratios(tmp_path: Path) -> None:

@@ -38,9 +38,9 @@ def _assert_same_lines(got: list[dict], expected: list[dict], rel: float) -> Non
     for a, b in zip(got, expected, strict=True):
         assert a.keys() == b.keys(), a["step"]
         for key in a:
-            # Rewards and kl are differences of fp32 log-probs of ~150 nats: they carry ~1e-6 absolute
-            # rounding whatever their size (and are 0 at step 1).
-            tiny = 1e-5 if key.startswith(("rewards/", "kl")) else 1e-7
+            # Rewards and kl are differences of fp32 log-probs of ~150 nats (fp32 resolution ~1e-5
+            # there), summed in another order on two processes: absolute rounding up to a few 1e-5.
+            tiny = 1e-4 if key.startswith(("rewards/", "kl")) else 1e-7
             assert a[key] == pytest.approx(b[key], rel=rel, abs=tiny), (a["step"], key)
 
 

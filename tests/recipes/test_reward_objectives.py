@@ -14,10 +14,13 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from prefalign.cli import main
+from prefalign.config import DataConfig
 from prefalign.feedback.formats import ListwiseRow, PreferencePair
-from prefalign.models.reward import read_rating_thresholds, with_reward_heads
+from prefalign.models import load_reward_model
+from prefalign.models.reward import evaluate_pairs, head_count, read_rating_thresholds, with_reward_heads
 from prefalign.recipes import reward as reward_recipe
 from prefalign.recipes._reward_rows import RatedResponse, implied_pairs
+from prefalign.recipes.common import load_pair_splits
 
 RATINGS = "configs/data/tiny_ratings.jsonl"
 
@@ -128,11 +131,21 @@ def test_bootstrap_is_what_makes_identical_heads_disagree(
         assert report["mean_uncertainty"] < 1e-6 and spread < 1e-6
 
 
-def test_ensemble_of_distinct_heads_reports_uncertainty(tmp_path: Path) -> None:
+def test_saved_ensemble_scores_as_training_reported(tmp_path: Path) -> None:
+    # A causal-LM backbone with 3 heads: the saved folder loads as a 3-head reward model, and
+    # inference on the held-out pairs reproduces eval.json.
     out = tmp_path / "ens"
     assert _reward(out, "ensemble_size=3", "model.name=tiny-causal-lm") == 0
     report = _check_run(out, n_heads=3)
-    assert report["mean_uncertainty"] > 0
+    model, tokenizer = load_reward_model(out / "final")
+    assert head_count(model) == 3
+    data = DataConfig(train="configs/data/tiny_pairs.jsonl", eval_fraction=0.25, max_length=64)
+    _, held_out = load_pair_splits(data, seed=0)
+    again = evaluate_pairs(
+        model, tokenizer, held_out, max_length=64, max_prompt_length=data.max_prompt_length
+    )
+    for key in ("accuracy", "mean_margin", "mean_uncertainty", "calibration_error"):
+        assert again[key] == pytest.approx(report[key], abs=1e-5), key
 
 
 def test_ordinal_ensemble_resume_matches_uninterrupted(

@@ -325,7 +325,7 @@ DEMO_METHODS: dict[str, dict[str, Any]] = {
     "ipo": {"recipe": "dpo", "options": {"loss": "ipo"}},
     "hinge": {"recipe": "dpo", "options": {"loss": "hinge"}},
     "rpo": {"recipe": "dpo", "options": {"loss": "sigmoid", "sft_coef": 1.0}},
-    "simpo": {"recipe": "dpo", "options": {"loss": "simpo", "beta": 2.0, "simpo_gamma": 1.0}},
+    "simpo": {"recipe": "dpo", "options": {"loss": "simpo", "beta": 2.0, "gamma": 1.0}},
     "orpo": {"recipe": "dpo", "options": {"loss": "orpo", "beta": 0.1}},
     "kto": {"recipe": "kto", "options": {}},
     "listwise": {"recipe": "listwise", "options": {}, "data": "rankings.jsonl"},
@@ -353,13 +353,6 @@ DEMO_METHODS: dict[str, dict[str, Any]] = {
         "data": "phf_corpus.jsonl",
     },
 }
-_CONFIG_CLASSES = {
-    "dpo": "DPOConfig",
-    "kto": "KTOConfig",
-    "listwise": "ListwiseConfig",
-    "contrastive": "ContrastiveConfig",
-    "phf": "PHFConfig",
-}
 
 
 def parse_methods(spec: str | Sequence[str]) -> list[str]:
@@ -374,16 +367,18 @@ def parse_methods(spec: str | Sequence[str]) -> list[str]:
 def train_policy(out: Path, cfg: DemoSettings, seed: int, method: str = "dpo") -> Any:
     """Align the policy with LoRA on ``pairs.jsonl`` by ``method`` into ``out/<method>``
     (merged model in ``final/``)."""
-    import importlib
-
     from prefalign.config import build_config
+    from prefalign.recipes import RECIPES
 
     spec = DEMO_METHODS[method]
-    module = importlib.import_module(f"prefalign.recipes.{spec['recipe']}")
-    config_cls = getattr(module, _CONFIG_CLASSES[spec["recipe"]])
-    # The demo's beta is the preference losses' temperature; PHF's beta weighs RWR/AWR rewards.
-    options = {**({} if spec["recipe"] == "phf" else {"beta": cfg.dpo_beta}), **spec["options"]}
-    fields = {f.name for f in dataclasses.fields(config_cls)}
+    module, config_cls = RECIPES[spec["recipe"]].load()
+    # The demo's beta is the preference losses' temperature, offered to every recipe with such a
+    # beta (PHF's beta weighs RWR/AWR rewards instead); a method's own options are all passed, so
+    # an option its config lacks is an error, never dropped.
+    options = dict(spec["options"])
+    has_beta = any(f.name == "beta" for f in dataclasses.fields(config_cls))
+    if has_beta and spec["recipe"] != "phf":
+        options.setdefault("beta", cfg.dpo_beta)
     config = build_config(
         config_cls,
         {
@@ -404,7 +399,7 @@ def train_policy(out: Path, cfg: DemoSettings, seed: int, method: str = "dpo") -
             },
             "output_dir": str(out / method),
             "overwrite": True,
-            **{k: v for k, v in options.items() if k in fields},
+            **options,
         },
         f"demo method {method}",
     )

@@ -40,7 +40,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from prefalign.utils import atomic_write_bytes, cache_dir
+from prefalign.catalog import HHH_PATH_ENV, HHH_SUBSETS, hhh_cache_path
+from prefalign.utils import atomic_write_bytes
 
 try:  # POSIX: serialise concurrent first uses
     import fcntl
@@ -49,14 +50,14 @@ except ImportError:  # pragma: no cover - Windows
 
 logger = logging.getLogger("prefalign.feedback")
 
-SUBSETS = ("harmless", "helpful", "honest", "other")
+SUBSETS = HHH_SUBSETS
 EXPECTED_COUNTS = {"harmless": 58, "helpful": 59, "honest": 61, "other": 43}  # 221 in all
 SDIST_PACKAGE = "bigbench"
 SDIST_VERSION = "1.0.0"
 SDIST_FILENAME = f"{SDIST_PACKAGE}-{SDIST_VERSION}.tar.gz"
 SDIST_SHA256 = "1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2"
 DEFAULT_PYPI_URL = "https://pypi.org/pypi"
-PATH_ENV = "PREFALIGN_HHH_PATH"
+PATH_ENV = HHH_PATH_ENV
 PYPI_ENV = "PREFALIGN_PYPI_URL"  # JSON API root; for mirrors (and tests)
 MAX_TASK_BYTES = 16 * 1024 * 1024
 TIMEOUT_S = 60
@@ -78,18 +79,7 @@ def _how_to_provide() -> str:
     )
 
 
-def cache_path() -> Path:
-    """Where the converted dataset lives: ``$PREFALIGN_CACHE/datasets/hhh/hhh.jsonl``."""
-    return cache_dir() / "datasets" / "hhh" / "hhh.jsonl"
-
-
-def hhh_available_offline() -> bool:
-    """Whether :func:`ensure_hhh` can succeed without a network: the converted file is cached, or
-    ``$PREFALIGN_HHH_PATH`` names an existing archive or folder. Cheap and torch-free (config checks use it)."""
-    if cache_path().is_file():
-        return True
-    local = os.environ.get(PATH_ENV, "")
-    return bool(local) and Path(local).expanduser().exists()
+cache_path = hhh_cache_path
 
 
 # ------------------------------------------------------------------------------------- conversion

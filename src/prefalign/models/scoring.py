@@ -88,7 +88,8 @@ def completion_logps(
         logits = model(input_ids=input_ids, attention_mask=attention, logits_to_keep=keep).logits
         offset = length - logits.shape[1]  # 0 when the model ignores logits_to_keep
         logits, labels, mask = shift_for_causal_lm(logits, input_ids[:, offset:], loss_mask[:, offset:])
-        return CompletionLogps(token_logps(logits.float(), labels, temperature), mask.bool())
+        mask = mask.bool()
+        return CompletionLogps(token_logps(logits.float(), labels, temperature).masked_fill(~mask, 0.0), mask)
     return _chunked_logps(model, batch, keep, temperature, max(1, max_logit_elements // vocab))
 
 
