@@ -161,7 +161,7 @@ def test_the_baselines_are_valid(
 ) -> None:
     """Each recipe's baseline passes every check and reaches train(): the cases above differ from it
     only by the bad part."""
-    module = importlib.import_module(RECIPES[command][0])
+    module = importlib.import_module(RECIPES[command].module)
     reached = []
 
     def fake_train(config: object) -> None:
@@ -202,7 +202,7 @@ def test_real_process_prints_one_line_and_exits_2(
 
 def test_paths_reach_the_recipe_as_typed(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     """``--output-dir`` and string overrides are paths, not YAML: '1e3' stays text, '#' starts no comment."""
-    module = importlib.import_module(RECIPES["sft"][0])
+    module = importlib.import_module(RECIPES["sft"].module)
     odd = Path(env["tmp"]) / "my data #1.jsonl"
     odd.write_text(PAIR)
     reached = []

@@ -103,8 +103,8 @@ def _reward_eval(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from prefalign.config import ConfigError
     from prefalign.catalog import BUILTIN_MODEL_NAMES
+    from prefalign.config import ConfigError
 
     if args.prepare is not None and args.prepare not in BUILTIN_MODEL_NAMES:
         raise ConfigError(

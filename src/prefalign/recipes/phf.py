@@ -247,17 +247,13 @@ def train(cfg: PHFConfig) -> RunResult:
         max_length=cfg.data.max_length,
         system_prompt=cfg.generation.system_prompt,
     )
-    # Which segments keep their control token: drawn once from the seed, so a resumed run agrees.
     drop = torch.Generator().manual_seed(cfg.train.seed)
-    encoded = [
-        encode_doc(
-            d.prompt,
-            d.segments,
-            d.scores,
-            keep_control=(torch.rand(len(d.segments), generator=drop) >= cfg.drop_control_fraction).tolist(),
-        )
-        for d in docs
-    ]
+
+    def kept(segments: int) -> list[bool]:
+        """Which segments keep their control token: drawn once from the seed, so a resumed run agrees."""
+        return (torch.rand(segments, generator=drop) >= cfg.drop_control_fraction).tolist()
+
+    encoded = [encode_doc(d.prompt, d.segments, d.scores, keep_control=kept(len(d.segments))) for d in docs]
     eval_encoded = [encode_doc(d.prompt, d.segments, d.scores) for d in eval_docs]
     pad_id = tokenizer.pad_token_id
     plan = step_plan(len(encoded), cfg.train)
