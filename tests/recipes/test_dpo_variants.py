@@ -83,10 +83,6 @@ def test_reference_free_losses_load_no_reference(
     assert rows[-1]["loss"] != pytest.approx(rows[0]["loss"], abs=1e-6)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="dpo.pair_loss passes only truthy options, so gamma=0 falls back to simpo_loss's default 0.5",
-)
 def test_simpo_gamma_zero_reaches_the_loss() -> None:
     cfg = load_config(dpo.DPOConfig, "configs/tiny.yaml", ["loss=simpo", "gamma=0"], section="dpo")
     logps, counts = torch.tensor([-4.0, -4.0]), torch.tensor([2.0, 2.0])  # equal chosen/rejected

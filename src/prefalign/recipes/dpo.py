@@ -107,7 +107,7 @@ def pair_loss(
         assert ref is not None
         ref = ref.to(logps) / torch.stack([scale[:half], scale[half:]], dim=1)
         args += [ref[:, 0], ref[:, 1]]
-    options = {k: getattr(cfg, k) for k in loss.options if getattr(cfg, k)}
+    options = {k: getattr(cfg, k) for k in loss.options}
     out = (loss_fn or loss.fn)(*args, beta=cfg.beta, **options)
     if cfg.sft_coef:
         out = with_sft_loss(out, -logps[:half] / counts[:half], sft_coef=cfg.sft_coef)
