@@ -46,15 +46,6 @@ class ValueOutput:
     values: torch.Tensor
 
 
-def disable_all_dropout(model: torch.nn.Module) -> None:
-    """:func:`prefalign.models.loading.disable_dropout` plus the attention-dropout probability
-    that attention layers keep as a float ``attention_dropout`` (Llama, Qwen2, Mistral)."""
-    disable_dropout(model)
-    for module in model.modules():
-        if isinstance(getattr(module, "attention_dropout", None), float):
-            module.attention_dropout = 0.0
-
-
 class CausalLMWithValueHead(torch.nn.Module):
     """A causal LM (optionally a peft model) and a :class:`ValueHead` on its decoder's output."""
 
@@ -63,7 +54,7 @@ class CausalLMWithValueHead(torch.nn.Module):
         self.lm = lm
         embeddings = lm.get_input_embeddings()
         self.value_head = ValueHead(embeddings.embedding_dim).to(embeddings.weight.device)
-        disable_all_dropout(self.lm)
+        disable_dropout(self.lm)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> ValueOutput:
         out = self.lm.get_decoder()(input_ids=input_ids, attention_mask=attention_mask)

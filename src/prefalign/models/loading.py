@@ -245,7 +245,13 @@ def count_parameters(model, *, trainable_only: bool = False) -> int:
 
 
 def disable_dropout(model) -> None:
-    """Set every dropout probability to 0: log-ratios against a reference must not be noisy."""
+    """Set every dropout probability to 0: log-ratios against a reference must not be noisy.
+
+    Covers ``nn.Dropout`` modules and the float ``attention_dropout`` that attention layers keep
+    (Llama, Qwen2, Mistral).
+    """
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = 0.0

@@ -217,8 +217,9 @@ class TrainLoop:
         for name, module in self.modules.items():
             norms[name] = self._clip_and_step(name, module)
         metrics = self.reduced_metrics()
-        metrics["grad_norm"] = norms.get("policy", next(iter(norms.values()), 0.0))
-        metrics.update({f"grad_norm/{n}": v for n, v in norms.items() if n != "policy"})
+        first, *others = norms  # the first prepared module (the policy) gives grad_norm
+        metrics["grad_norm"] = norms[first]
+        metrics.update({f"grad_norm/{n}": norms[n] for n in others})
         metrics["learning_rate"] = next(iter(self.schedulers.values())).get_last_lr()[0]
         metrics.update(extra or {})
         done = step + 1
