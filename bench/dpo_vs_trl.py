@@ -382,7 +382,7 @@ def child_prefalign(spec: dict[str, Any]) -> dict[str, Any]:
     framework_import = _timed_import("import prefalign.recipes.dpo")
     import prefalign.recipes.dpo as dpo
     from prefalign.config import TrainConfig, load_config
-    from prefalign.recipes.common import step_plan as prefalign_step_plan
+    from prefalign.train import step_plan as prefalign_step_plan
     from prefalign.train.run import Run
 
     marks: dict[str, Any] = {"step_end": [], "losses": [], "logps_chosen": [], "logps_rejected": []}

@@ -31,6 +31,9 @@ BASE: dict[str, list[str]] = {
     "contrastive": ["model.name=tiny-causal-lm", "data.train={data}"],
 }
 
+# A valid `prefalign generate` (prompts from the pair file: a pair row has a prompt field).
+GEN = ["--model", "tiny-causal-lm", "--prompts", "{data}", "--output", "{tmp}/run/out.jsonl"]
+
 # (argv, text the one-line message must contain). Recipe commands get --output-dir {tmp}/run and
 # their baseline first; the overrides given here come last, so they win.
 CASES: list[tuple[list[str], str]] = [
@@ -110,6 +113,17 @@ CASES: list[tuple[list[str], str]] = [
         "--batch-size: must be >= 1",
     ),
     (["reward-eval", "--model", "tiny-reward", "--data", "{data}", "--out", "{tmp}"], "--out: is a folder"),
+    (["generate", *GEN, "--n", "0"], "--n: must be >= 1, got 0"),
+    (["generate", *GEN, "--top-p", "0"], "--top-p: must be in (0, 1], got 0"),
+    (["generate", *GEN, "--backend", "vllm"], "--backend: expected one of native, hf; got 'vllm'"),
+    (["generate", *GEN, "--temperature", "-1"], "--temperature: must be >= 0"),
+    (["generate", *GEN[:2], "--prompts", "{tmp}/missing.txt", *GEN[4:]], "--prompts: file not found"),
+    (
+        ["generate", *GEN[:2], "--prompts", "{tmp}/bad.jsonl", *GEN[4:]],
+        "{tmp}/bad.jsonl, line 2, field 'prompt'",
+    ),
+    (["generate", "--model", "no-such-model", *GEN[2:]], "--model: unknown model 'no-such-model'"),
+    (["generate", *GEN[:4], "--output", "{tmp}"], "--output: is a folder"),
     (["models", "--prepare", "no-such-model"], "--prepare: unknown model 'no-such-model'; expected one of"),
     (["demo", "--method", "foo", "--output-dir", "{tmp}/run"], "--method: unknown"),
     (["demo", "--seed", "-1", "--output-dir", "{tmp}/run"], "--seed: must be >= 0, got -1"),
@@ -128,6 +142,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     data = tmp_path / "rows.jsonl"
     data.write_text(PAIR)
     (tmp_path / "bad.yaml").write_text(f"sft:\n  data: {{train: {data}}}\n  train: {{batch_size: 0}}\n")
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "Hi"}\n{"prompt": 3}\n')
     (tmp_path / "broken.yaml").write_text("sft:\n  train: {batch_size: [1, }\n")
     return {"tmp": str(tmp_path), "data": str(data)}
 

@@ -102,6 +102,52 @@ def _reward_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _generate(args: argparse.Namespace) -> int:
+    import typing
+
+    from prefalign.config import AtLeast, Check, DataSource, ModelName, OutputFile
+    from prefalign.rollout.sampling import SamplingConfig
+
+    hints = typing.get_type_hints(SamplingConfig, include_extras=True)
+    sampling = {name: getattr(args, name) for name in _SAMPLING_FLAGS}
+    _check_args(
+        ("--model", args.model, ModelName()),
+        ("--prompts", args.prompts, DataSource()),
+        ("--output", args.output, OutputFile()),
+        *(
+            (f"--{name.replace('_', '-')}", value, check)
+            for name, value in sampling.items()
+            for check in getattr(hints[name], "__metadata__", ())
+            if isinstance(check, Check)
+        ),
+        ("--seed", args.seed, AtLeast(0)),
+    )
+    from prefalign.feedback.formats import load_prompts
+
+    prompts = load_prompts(args.prompts)  # a bad row stops us before the model loads
+    from prefalign.rollout.cli import write_samples
+
+    cfg = SamplingConfig(**sampling, seed=args.seed, stop=args.stop or [], system_prompt=args.system_prompt)
+    stats = write_samples(args.model, prompts, cfg, args.output)
+    print(
+        f"generate: {stats.rows} samples, {stats.generated_tokens} tokens in {stats.seconds:.1f}s "
+        f"({stats.tokens_per_second:.1f} tokens/s, backend {cfg.backend}); wrote {args.output}"
+    )
+    return 0
+
+
+_SAMPLING_FLAGS = (
+    "n",
+    "max_new_tokens",
+    "min_new_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "batch_size",
+    "backend",
+)
+
+
 def _models(args: argparse.Namespace) -> int:
     from prefalign.catalog import BUILTIN_MODEL_NAMES
     from prefalign.config import ConfigError
@@ -165,6 +211,27 @@ def build_parser() -> argparse.ArgumentParser:
     reward_eval.add_argument("--max-length", type=int, default=512)
     reward_eval.add_argument("--batch-size", type=int, default=32)
     reward_eval.set_defaults(handler=_reward_eval)
+    gen = sub.add_parser(
+        "generate",
+        help="sample completions for a prompt file and write them as JSONL (candidates for raters)",
+        description="Each output line: prompt, prompt_index, sample_index, completion, finished, "
+        "stop_reason, num_tokens, logprob (sum at the sampling temperature).",
+    )
+    gen.add_argument("--model", required=True, help="built-in name, model folder or hub id")
+    gen.add_argument("--prompts", required=True, help=".txt (one per line) or rows with a 'prompt' field")
+    gen.add_argument("--output", required=True, help="JSONL file to write")
+    gen.add_argument("--n", type=int, default=1, help="samples per prompt")
+    gen.add_argument("--max-new-tokens", type=int, default=96)
+    gen.add_argument("--min-new-tokens", type=int, default=0)
+    gen.add_argument("--temperature", type=float, default=1.0)
+    gen.add_argument("--top-p", type=float, default=1.0)
+    gen.add_argument("--top-k", type=int, default=0)
+    gen.add_argument("--batch-size", type=int, default=64, help="rows decoded together")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--backend", default="native", help="native (default) or hf (model.generate)")
+    gen.add_argument("--stop", action="append", help="a stop string (repeatable)")
+    gen.add_argument("--system-prompt", help="system message for chat templates")
+    gen.set_defaults(handler=_generate)
     models = sub.add_parser("models", help="list built-in models, or prepare (convert and cache) one")
     models.add_argument(
         "--prepare", metavar="NAME", help="convert/cache a built-in model and print its folder"

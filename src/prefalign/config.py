@@ -343,8 +343,9 @@ class TrainConfig:
     """Write a checkpoint every N optimizer steps; 0 writes one only at the end."""
     keep_checkpoints: Annotated[int, AtLeast(1)] = 2
     """How many recent checkpoints to keep on disk."""
-    log_every: Annotated[int, AtLeast(1)] = 1
-    """Print a progress line every N steps (metrics.jsonl always gets every step)."""
+    log_every: Annotated[int, AtLeast(1)] = 10
+    """Print the step's metrics under the progress bar every N steps and at the last step
+    (metrics.jsonl always gets every step)."""
     eval_every: Annotated[int, AtLeast(0)] = 0
     """Evaluate on held-out data every N steps; 0 evaluates only at the end."""
 

@@ -185,3 +185,14 @@ def _documents(tmp_path: Path) -> Path:
     ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+def test_log_every_prints_every_nth_step_and_the_last(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _run(tmp_path / "sft", "train.max_steps=5", "train.log_every=2", "train.save_every=0") == 0
+    printed = [
+        line.split("  ")[0] for line in capsys.readouterr().err.splitlines() if line.startswith("step ")
+    ]
+    assert printed == ["step 2", "step 4", "step 5"]
+    assert len(_lines(tmp_path / "sft")) == 5  # metrics.jsonl still has every step

@@ -309,6 +309,29 @@ def load_sft_rows(
     return load_rows(source, parse_sft_row, split=split, on_error=on_error, report_path=report_path)
 
 
+def parse_prompt(row: Any, source: str | None = None) -> Text:
+    """One prompt row: ``{"prompt": text or chat messages}`` (other fields are ignored)."""
+    row = check_row(row, "'prompt'")
+    if row.get("prompt") is None:
+        raise FieldError("prompt", "missing")
+    return check_text("prompt", row["prompt"])
+
+
+def load_prompts(source: str | os.PathLike) -> list[Text]:
+    """Prompts to sample from: a ``.txt`` file (one prompt per non-empty line) or rows with a
+    ``prompt`` field (JSONL, JSON, CSV, Parquet). A bad row raises :class:`DataError` naming the
+    file, line and field; a source with no prompt is an error too."""
+    path = Path(source)
+    if path.suffix == ".txt":
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such file")
+        prompts: list[Text] = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        if not prompts:
+            raise DataError(str(path), 1, "<file>", "no prompts (one per non-empty line)")
+        return prompts
+    return list(load_rows(path, parse_prompt))
+
+
 def load_hhh(subset: str | None = None) -> list[PreferencePair]:
     """The built-in hhh pairs (all 221, or one subset); same as ``load_pairs("hhh")`` /
     ``load_pairs("hhh:SUBSET")`` (see :mod:`prefalign.feedback.hhh`)."""

@@ -265,8 +265,6 @@ def hinge_loss(
     )
 
 
-
-
 # ---- reference-free pairwise losses: SimPO, ORPO ----------------------------------------------------
 
 
@@ -411,9 +409,13 @@ PAIRWISE_LOSSES: dict[str, PairwiseLoss] = {
     "cdpo": PairwiseLoss(dpo_loss, reference=True, average_logps=False, options=("label_smoothing",)),
     # IPO on sequence sums (the paper's form; TRL averages per token).
     "ipo": PairwiseLoss(ipo_loss, reference=True, average_logps=False),
-    "robust": PairwiseLoss(robust_dpo_loss, reference=True, average_logps=False, options=("label_smoothing",)),
+    "robust": PairwiseLoss(
+        robust_dpo_loss, reference=True, average_logps=False, options=("label_smoothing",)
+    ),
     "hinge": PairwiseLoss(hinge_loss, reference=True, average_logps=False),
-    "simpo": PairwiseLoss(simpo_loss, reference=False, average_logps=True, options=("label_smoothing", "gamma")),
+    "simpo": PairwiseLoss(
+        simpo_loss, reference=False, average_logps=True, options=("label_smoothing", "gamma")
+    ),
     "orpo": PairwiseLoss(orpo_loss, reference=False, average_logps=True),
 }
 """The pairwise preference losses by name (``prefalign dpo loss=NAME``): the one registry of the family."""

@@ -139,19 +139,15 @@ class PHFConfig:
                     raise ConfigError(f"{name}: control_token_init=words needs a word in the token's name")
         if self.scorer.name == "blocklist" and not self.scorer.patterns:
             raise ConfigError("scorer: patterns must not be empty for the blocklist scorer")
-        gen = self.generation  # SamplingConfig has no field checks of its own
-        checks = {
-            "n": (gen.n == 1, "must be 1: num_samples sets how many samples phf draws"),
-            "response_prefix": (not gen.response_prefix, "must be empty: phf sets it (good_token)"),
-            "max_new_tokens": (gen.max_new_tokens >= 1, "must be >= 1"),
-            "temperature": (gen.temperature >= 0, "must be >= 0"),
-            "top_p": (0 < gen.top_p <= 1, "must be in (0, 1]"),
-            "top_k": (gen.top_k >= 0, "must be >= 0"),
-            "batch_size": (gen.batch_size >= 1, "must be >= 1"),
-        }
-        for key, (ok, problem) in checks.items():
-            if not ok:
-                raise ConfigError(f"generation.{key}: {problem}, got {getattr(gen, key)!r}")
+        gen = self.generation  # its own fields are checked by SamplingConfig's annotations
+        if gen.n != 1:
+            raise ConfigError(
+                f"generation.n: must be 1: num_samples sets how many samples phf draws, got {gen.n}"
+            )
+        if gen.response_prefix:
+            raise ConfigError(
+                f"generation.response_prefix: must be empty: phf sets it (good_token), got {gen.response_prefix!r}"
+            )
 
 
 # ---- loss and evaluation -----------------------------------------------------------------------

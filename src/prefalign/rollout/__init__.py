@@ -1,9 +1,26 @@
-"""Sampling completions from a policy: :func:`generate` (HF ``model.generate``, batched, KV cache).
+"""Sampling completions from a policy: :func:`generate`, with backends behind one interface.
 
-Prompts are rendered by :mod:`prefalign.tokens`, the same renderer training and scoring use.
-Throughput figures are in docs/BENCHMARKS.md.
+``native`` (default) is prefalign's decode loop (:mod:`prefalign.rollout.native`); ``hf`` wraps
+``model.generate`` (:mod:`prefalign.rollout.hf`). Prompts are rendered by :mod:`prefalign.tokens`,
+the same renderer training and scoring use. Throughput figures are in docs/BENCHMARKS.md.
 """
 
-from prefalign.rollout.hf import GenerationStats, Sample, SamplingConfig, generate, stop_token_ids
+from prefalign.rollout.engine import generate
+from prefalign.rollout.sampling import (
+    BACKENDS,
+    GenerationStats,
+    Sample,
+    SamplingConfig,
+    sample_next,
+    stop_token_ids,
+)
 
-__all__ = ["GenerationStats", "Sample", "SamplingConfig", "generate", "stop_token_ids"]
+__all__ = [
+    "BACKENDS",
+    "GenerationStats",
+    "Sample",
+    "SamplingConfig",
+    "generate",
+    "sample_next",
+    "stop_token_ids",
+]

@@ -230,6 +230,8 @@ class TrainLoop:
         if self._bar is not None and self.is_main:
             bar, task = self._bar
             bar.update(task, info=f"loss {metrics.get('loss', float('nan')):.4f}")
+            if done % self.train.log_every == 0 or done == self.total_steps:
+                bar.console.print(metrics_line(done, metrics))
         every = self.train.save_every
         if every and done % every == 0 and done < self.total_steps:
             self.save_checkpoint(done, state)
@@ -270,3 +272,9 @@ class TrainLoop:
             save(final_dir)
         self.accelerator.wait_for_everyone()
         return RunResult(self.run.output_dir, final_dir, total, self.last, eval_metrics or {})
+
+
+def metrics_line(step: int, metrics: dict[str, float]) -> str:
+    """``step 10  loss 0.6931  grad_norm 1.204 ...``: one step's metrics, four significant digits."""
+    parts = [f"{key} {value:.4g}" for key, value in metrics.items() if isinstance(value, (int, float))]
+    return "  ".join([f"step {step}", *parts])

@@ -1,0 +1,224 @@
+"""Sampling with prefalign.rollout on the tiny random built-in model, through both backends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from prefalign.models import load_causal_lm
+from prefalign.models.scoring import score_completions
+from prefalign.rollout import GenerationStats, SamplingConfig, generate, sample_next, stop_token_ids
+from prefalign.rollout.hf import _cut_row
+from prefalign.rollout.sampling import Decoded
+from prefalign.tokens import render_prompt
+
+PROMPTS = ["Hello there", "Write a short poem about the sea, please.", "Hi"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PREFALIGN_CACHE", str(tmp_path_factory.mktemp("cache")))
+    try:
+        yield load_causal_lm("tiny-causal-lm")
+    finally:
+        mp.undo()
+
+
+def _force_eos(model, tokenizer, bonus: float):
+    eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
+
+    def hook(_module, _inputs, output):
+        output = output.clone()
+        output[..., eos] += bonus
+        return output
+
+    return model.lm_head.register_forward_hook(hook)
+
+
+def test_counts_order_and_fields(tiny) -> None:
+    model, tokenizer = tiny
+    stats = GenerationStats()
+    samples = generate(model, tokenizer, PROMPTS, n=2, max_new_tokens=5, batch_size=4, stats=stats)
+    assert [(s.prompt_index, s.sample_index) for s in samples] == [(i, j) for i in range(3) for j in range(2)]
+    for s in samples:
+        assert s.prompt == PROMPTS[s.prompt_index]
+        assert 1 <= len(s.completion_ids) <= 5
+        assert s.finished == (s.completion_ids[-1] in stop_token_ids(model, tokenizer))
+        assert tokenizer.pad_token_id not in s.prompt_ids
+    assert stats.rows == 6 and stats.generated_tokens == sum(s.num_tokens for s in samples)
+    assert stats.tokens_per_second > 0
+
+
+def test_chat_template_and_stop_tokens(tiny) -> None:
+    model, tokenizer = tiny
+    text = render_prompt(tokenizer, "Hi", system_prompt="Be kind.")
+    assert text.startswith("<|im_start|>system\nBe kind.<|im_end|>") and text.endswith(
+        "<|im_start|>assistant\n"
+    )
+    assert tokenizer.convert_tokens_to_ids("<|im_end|>") in stop_token_ids(model, tokenizer)
+    assert tokenizer.pad_token_id not in stop_token_ids(model, tokenizer)
+    sample = generate(model, tokenizer, ["Hi"], max_new_tokens=2)[0]
+    assert tokenizer.decode(sample.prompt_ids).endswith("<|im_start|>assistant\n")
+
+
+def test_response_prefix_opens_every_reply(tiny) -> None:
+    model, tokenizer = tiny
+    bare = generate(model, tokenizer, ["Hi"], max_new_tokens=2)[0]
+    prefixed = generate(model, tokenizer, ["Hi"], max_new_tokens=2, response_prefix="Sure")[0]
+    suffix = tokenizer("Sure", add_special_tokens=False)["input_ids"]
+    assert prefixed.prompt_ids == bare.prompt_ids + suffix  # the prefix is prompt, not completion
+    assert tokenizer.decode(prefixed.prompt_ids).endswith("<|im_start|>assistant\nSure")
+
+
+def test_seeded_sampling_is_deterministic_and_leaves_global_rng(tiny) -> None:
+    model, tokenizer = tiny
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    a = generate(model, tokenizer, PROMPTS, n=2, max_new_tokens=6, seed=7)
+    b = generate(model, tokenizer, PROMPTS, n=2, max_new_tokens=6, seed=7)
+    c = generate(model, tokenizer, PROMPTS, n=2, max_new_tokens=6, seed=8)
+    assert [s.completion_ids for s in a] == [s.completion_ids for s in b]
+    assert [s.completion_ids for s in a] != [s.completion_ids for s in c]
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_left_padding_matches_unbatched_greedy(tiny) -> None:
+    model, tokenizer = tiny
+    cfg = SamplingConfig(temperature=0.0, max_new_tokens=6, batch_size=8)
+    batched = generate(model, tokenizer, PROMPTS, cfg)
+    single = [generate(model, tokenizer, [p], cfg)[0] for p in PROMPTS]
+    assert [s.completion_ids for s in batched] == [s.completion_ids for s in single]
+
+
+def test_finished_flag_and_eos_cut(tiny) -> None:
+    model, tokenizer = tiny
+    eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    handle = _force_eos(model, tokenizer, 1e4)
+    try:
+        samples = generate(model, tokenizer, PROMPTS, n=2, max_new_tokens=8)
+    finally:
+        handle.remove()
+    assert all(s.finished and s.completion_ids == [eos] and s.completion == "" for s in samples)
+    handle = _force_eos(model, tokenizer, -1e4)
+    try:
+        samples = generate(model, tokenizer, PROMPTS, max_new_tokens=7)
+    finally:
+        handle.remove()
+    assert all(not s.finished and len(s.completion_ids) == 7 for s in samples)
+
+
+def test_cut_row_after_the_stop_token() -> None:
+    cfg = SamplingConfig()
+    assert _cut_row(None, [5, 6, 3, 0, 0], [0.1] * 5, {3}, cfg) == Decoded([5, 6, 3], [0.1] * 3, "stop_token")
+    assert _cut_row(None, [5, 6, 7], [0.1] * 3, {3}, cfg) == Decoded([5, 6, 7], [0.1] * 3, "length")
+
+
+def test_restores_training_mode(tiny, tmp_path: Path) -> None:
+    model, tokenizer = tiny
+    model.train()
+    generate(model, tokenizer, ["Hi"], max_new_tokens=2)
+    assert model.training
+    model.eval()
+
+
+def _eos_at_position(model, tokenizer, position: int, calls: list[int] | None = None):
+    """Every row emits EOS once its next position is ``position``: rows with longer prompts finish
+    sooner, whatever batch they are in. ``calls`` collects each forward's batch size."""
+    eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
+
+    def hook(_module, _args, kwargs, output):
+        if calls is not None:
+            calls.append(kwargs["input_ids"].shape[0])
+        at = kwargs["position_ids"][:, -1] + 1 == position
+        output.logits[at, -1, eos] += 1e4
+        return output
+
+    return model.register_forward_hook(hook, with_kwargs=True)
+
+
+@pytest.mark.parametrize("backend", ["native", "hf"])
+def test_greedy_backends_agree_and_finished_rows_are_dropped(tiny, backend: str, monkeypatch) -> None:
+    model, tokenizer = tiny
+    prompts = ["Hi", "Write a short poem about the sea, please.", "Hello there", "Tell me about cats"]
+    widths = [len(generate(model, tokenizer, [p], max_new_tokens=1)[0].prompt_ids) for p in prompts]
+    stop_at = max(widths) + 3  # the longest prompt finishes after 3 tokens, the shortest much later
+    calls: list[int] = []
+    handle = _eos_at_position(model, tokenizer, stop_at, calls)
+    try:
+        cfg = SamplingConfig(temperature=0.0, max_new_tokens=40, backend=backend)
+        samples = generate(model, tokenizer, prompts, cfg)
+        monkeypatch.setattr("prefalign.rollout.native.DROP_FRACTION", 2.0)  # never drop
+        kept = generate(model, tokenizer, prompts, cfg, backend="native")
+    finally:
+        handle.remove()
+    assert [s.num_tokens for s in samples] == [stop_at - w + 1 for w in widths]  # EOS sits at stop_at
+    assert all(s.finished and s.stop_reason == "stop_token" for s in samples)
+    assert [s.completion_ids for s in samples] == [s.completion_ids for s in kept]
+    if backend == "native":
+        first_run = calls[: max(stop_at - w for w in widths)]
+        assert first_run[0] == 4 and min(first_run) < 4  # finished rows left the batch
+
+
+@pytest.mark.parametrize("backend", ["native", "hf"])
+def test_logprobs_are_the_scorers_at_the_temperature(tiny, backend: str) -> None:
+    model, tokenizer = tiny
+    samples = generate(model, tokenizer, PROMPTS, n=2, max_new_tokens=6, temperature=0.7, backend=backend)
+    sums, counts = score_completions(
+        model,
+        [(s.prompt_ids, s.completion_ids) for s in samples],
+        tokenizer.pad_token_id,
+        batch_size=8,
+        temperature=0.7,
+    )
+    assert all(len(s.logprobs) == s.num_tokens for s in samples)
+    assert counts.tolist() == [s.num_tokens for s in samples]
+    torch.testing.assert_close(torch.tensor([sum(s.logprobs) for s in samples]), sums, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("backend", ["native", "hf"])
+def test_min_new_tokens_bans_stop_tokens_until_reached(tiny, backend: str) -> None:
+    model, tokenizer = tiny
+    handle = _force_eos(model, tokenizer, 1e4)
+    try:
+        samples = generate(model, tokenizer, PROMPTS, max_new_tokens=8, min_new_tokens=3, backend=backend)
+    finally:
+        handle.remove()
+    eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert all(
+        s.num_tokens == 4 and s.completion_ids[-1] == eos and eos not in s.completion_ids[:3] for s in samples
+    )
+
+
+@pytest.mark.parametrize("backend", ["native", "hf"])
+def test_stop_string_ends_the_completion_before_it(tiny, backend: str) -> None:
+    model, tokenizer = tiny
+    cfg = SamplingConfig(max_new_tokens=12, seed=3, backend=backend)  # same seed: same tokens up to the stop
+    free = generate(model, tokenizer, ["Hi"], cfg)[0]
+    text = tokenizer.decode(free.completion_ids, skip_special_tokens=True)
+    cut = next(
+        i for i in range(3, len(text) - 2) if text[i : i + 2].strip() and text.find(text[i : i + 2]) == i
+    )
+    stopped = generate(model, tokenizer, ["Hi"], cfg, stop=[text[cut : cut + 2]])[0]
+    assert stopped.finished and stopped.stop_reason == "stop_string"
+    assert stopped.completion == text[:cut].strip()
+    assert free.completion_ids[: stopped.num_tokens] == stopped.completion_ids
+    assert text[cut : cut + 2] in tokenizer.decode(stopped.completion_ids, skip_special_tokens=True)
+
+
+def test_top_k_one_is_greedy_and_top_p_keeps_the_nucleus() -> None:
+    logits = torch.tensor([[0.0, 3.0, 1.0, 2.0], [5.0, 0.0, 0.0, 0.0]])
+    greedy, _ = sample_next(logits, SamplingConfig(temperature=0))
+    for seed in range(5):
+        g = torch.Generator().manual_seed(seed)
+        top1, logp = sample_next(logits, SamplingConfig(top_k=1), g)
+        assert torch.equal(top1, greedy)
+        torch.testing.assert_close(logp, torch.log_softmax(logits, -1).gather(-1, greedy[:, None])[:, 0])
+    # Row 0's probabilities are about (0.03, 0.64, 0.09, 0.24): top_p=0.7 keeps tokens 1 and 3.
+    drawn = {
+        int(sample_next(logits, SamplingConfig(top_p=0.7), torch.Generator().manual_seed(s))[0][0])
+        for s in range(200)
+    }
+    assert drawn == {1, 3}
