@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,14 @@ import torch
 
 from prefalign.models import load_causal_lm
 from prefalign.models.scoring import score_completions
-from prefalign.rollout import GenerationStats, SamplingConfig, generate, sample_next, stop_token_ids
+from prefalign.rollout import (
+    GenerationStats,
+    RolloutEngine,
+    SamplingConfig,
+    generate,
+    sample_next,
+    stop_token_ids,
+)
 from prefalign.rollout.hf import _cut_row
 from prefalign.rollout.sampling import Decoded
 from prefalign.tokens import render_prompt
@@ -87,7 +95,7 @@ def test_seeded_sampling_is_deterministic_and_leaves_global_rng(tiny) -> None:
 
 def test_left_padding_matches_unbatched_greedy(tiny) -> None:
     model, tokenizer = tiny
-    cfg = SamplingConfig(temperature=0.0, max_new_tokens=6, batch_size=8)
+    cfg = SamplingConfig(temperature=0.0, max_new_tokens=6, batch_size=8, dtype="float32")
     batched = generate(model, tokenizer, PROMPTS, cfg)
     single = [generate(model, tokenizer, [p], cfg)[0] for p in PROMPTS]
     assert [s.completion_ids for s in batched] == [s.completion_ids for s in single]
@@ -148,7 +156,7 @@ def test_greedy_backends_agree_and_finished_rows_are_dropped(tiny, backend: str,
     calls: list[int] = []
     handle = _eos_at_position(model, tokenizer, stop_at, calls)
     try:
-        cfg = SamplingConfig(temperature=0.0, max_new_tokens=40, backend=backend)
+        cfg = SamplingConfig(temperature=0.0, max_new_tokens=40, backend=backend, dtype="float32")
         samples = generate(model, tokenizer, prompts, cfg)
         monkeypatch.setattr("prefalign.rollout.native.DROP_FRACTION", 2.0)  # never drop
         kept = generate(model, tokenizer, prompts, cfg, backend="native")
@@ -165,7 +173,9 @@ def test_greedy_backends_agree_and_finished_rows_are_dropped(tiny, backend: str,
 @pytest.mark.parametrize("backend", ["native", "hf"])
 def test_logprobs_are_the_scorers_at_the_temperature(tiny, backend: str) -> None:
     model, tokenizer = tiny
-    samples = generate(model, tokenizer, PROMPTS, n=2, max_new_tokens=6, temperature=0.7, backend=backend)
+    samples = generate(
+        model, tokenizer, PROMPTS, n=2, max_new_tokens=6, temperature=0.7, backend=backend, dtype="float32"
+    )
     sums, counts = score_completions(
         model,
         [(s.prompt_ids, s.completion_ids) for s in samples],
@@ -222,3 +232,57 @@ def test_top_k_one_is_greedy_and_top_p_keeps_the_nucleus() -> None:
         for s in range(200)
     }
     assert drawn == {1, 3}
+
+
+def test_bfloat16_copy_decodes_and_follows_the_policy_after_sync(tiny) -> None:
+    model, tokenizer = copy.deepcopy(tiny[0]), tiny[1]
+    engine = RolloutEngine(
+        model, tokenizer, SamplingConfig(temperature=0.0, max_new_tokens=6, dtype="bfloat16")
+    )
+    assert engine.holds_copy and next(engine.decoder.parameters()).dtype == torch.bfloat16
+    assert next(model.parameters()).dtype == torch.float32  # the policy itself is untouched
+    before = [s.completion_ids for s in engine.generate(PROMPTS)]
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(torch.randn_like(param) * 0.5)
+    fresh = RolloutEngine(model, tokenizer, engine.config)
+    assert [s.completion_ids for s in engine.generate(PROMPTS)] == before  # not synced yet
+    engine.sync()
+    after = [s.completion_ids for s in engine.generate(PROMPTS)]
+    assert after == [s.completion_ids for s in fresh.generate(PROMPTS)] and after != before
+
+
+def test_sync_copies_only_the_lora_adapters(tiny) -> None:
+    from peft import LoraConfig, get_peft_model
+
+    policy = get_peft_model(copy.deepcopy(tiny[0]), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    engine = RolloutEngine(policy, tiny[1], SamplingConfig(dtype="bfloat16"))
+    with torch.no_grad():
+        for name, param in policy.named_parameters():
+            param.add_(1.0 if "lora_B" in name else 0.0)
+            if "q_proj.base_layer" in name:
+                param.add_(5.0)  # a frozen weight changing behind the engine's back is not synced
+    engine.sync()
+    theirs = dict(engine.decoder.named_parameters())
+    for name, param in policy.named_parameters():
+        if "lora_B" in name:
+            torch.testing.assert_close(theirs[name].float(), param.to(torch.bfloat16).float())
+        if "q_proj.base_layer" in name:
+            assert not torch.allclose(theirs[name].float(), param, atol=1.0)
+
+
+def test_bfloat16_logprobs_are_close_to_the_fp32_scorer(tiny) -> None:
+    model, tokenizer = tiny
+    samples = generate(model, tokenizer, PROMPTS, n=2, max_new_tokens=8, dtype="bfloat16")
+    sums, _ = score_completions(
+        model, [(s.prompt_ids, s.completion_ids) for s in samples], tokenizer.pad_token_id, batch_size=8
+    )
+    per_token = (torch.tensor([sum(s.logprobs) for s in samples]) - sums).abs() / 8
+    assert per_token.max() < 0.05  # bf16 round-off, not a different distribution
+
+
+def test_generate_leaves_the_policy_trainable(tiny) -> None:
+    model, tokenizer = tiny
+    for dtype in ("float32", "bfloat16"):
+        generate(model, tokenizer, ["Hi"], max_new_tokens=2, dtype=dtype)
+        assert all(p.requires_grad for p in model.parameters())

@@ -5,7 +5,7 @@
 the same renderer training and scoring use. Throughput figures are in docs/BENCHMARKS.md.
 """
 
-from prefalign.rollout.engine import generate
+from prefalign.rollout.engine import RolloutEngine, generate
 from prefalign.rollout.sampling import (
     BACKENDS,
     GenerationStats,
@@ -18,6 +18,7 @@ from prefalign.rollout.sampling import (
 __all__ = [
     "BACKENDS",
     "GenerationStats",
+    "RolloutEngine",
     "Sample",
     "SamplingConfig",
     "generate",

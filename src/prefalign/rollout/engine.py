@@ -1,4 +1,5 @@
-"""``generate``: prompts in; token ids, texts, per-token log-probs and stop reasons out.
+"""``generate`` and :class:`RolloutEngine`: prompts in; token ids, texts, per-token log-probs and
+stop reasons out.
 
 Prompts are rendered and encoded by :mod:`prefalign.tokens` (the rule training and scoring use:
 a chat template when the tokenizer has one, a plain string then being one user message),
@@ -7,6 +8,12 @@ Generation stops at the tokenizer's EOS, the model's generation-config EOS ids a
 vocabulary has it, the ChatML end-of-turn token ``<|im_end|>`` (SmolLM2's EOS), or at a stop
 string. A sample is ``finished`` when it stopped before ``max_new_tokens``.
 
+The engine decodes with a copy of the policy in ``SamplingConfig.dtype`` when that differs from
+the policy's own (bf16 on CPUs with native bf16 matmuls and on CUDA: the matmuls that dominate
+decoding run several times faster). :meth:`RolloutEngine.sync` copies the trainable weights into
+it after an update (with LoRA only the adapters are trainable, so only they travel). Training
+never uses the engine's log-probs: they come from the training model's scorer.
+
 The default is pure ancestral sampling (temperature 1, ``top_k=0``, ``top_p=1``), so the samples
 come from the model's own distribution, which the KL estimate in :mod:`prefalign.eval` assumes.
 """
@@ -14,6 +21,7 @@ come from the model's own distribution, which the KL estimate in :mod:`prefalign
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -35,6 +43,93 @@ from prefalign.rollout.sampling import (
 )
 from prefalign.tokens import encode_prompt
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def decode_dtype(cfg: SamplingConfig, model: torch.nn.Module) -> torch.dtype:
+    """The dtype decoding runs in: ``cfg.dtype``, where 'auto' is bf16 on CUDA (when supported)
+    and on CPUs with native bf16 matmuls (AVX512-BF16 or AMX), the model's own dtype elsewhere."""
+    if cfg.dtype != "auto":
+        return DTYPES[cfg.dtype]
+    device = next(model.parameters()).device
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else next(model.parameters()).dtype
+    if device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()):
+        return torch.bfloat16
+    return next(model.parameters()).dtype
+
+
+class RolloutEngine:
+    """Samples from a policy; keeps a decoding copy in the decode dtype when it differs."""
+
+    def __init__(self, model: Any, tokenizer: Any, config: SamplingConfig | None = None) -> None:
+        self.policy = unwrap_model(model)
+        self.tokenizer = tokenizer
+        self.config = config or SamplingConfig()
+        dtype = decode_dtype(self.config, self.policy)
+        own = next(self.policy.parameters()).dtype
+        self.decoder = self.policy
+        if dtype != own:
+            self.decoder = copy.deepcopy(self.policy).to(dtype).requires_grad_(False)
+        self.stops = stop_token_ids(self.policy, tokenizer)
+
+    @property
+    def holds_copy(self) -> bool:
+        return self.decoder is not self.policy
+
+    @torch.no_grad()
+    def sync(self) -> None:
+        """Copy the policy's trainable weights into the decoding copy (no-op without a copy)."""
+        if not self.holds_copy:
+            return
+        theirs = dict(self.decoder.named_parameters())
+        for name, param in self.policy.named_parameters():
+            if param.requires_grad:
+                theirs[name].copy_(param)
+
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        *,
+        stats: GenerationStats | None = None,
+        on_batch: Callable[[list[Sample]], None] | None = None,
+        **overrides: Any,
+    ) -> list[Sample]:
+        """``n`` samples per prompt, prompt-major; ``overrides`` replace config fields for this call."""
+        cfg = dataclasses.replace(self.config, **overrides)
+        encoded = [
+            encode_prompt(self.tokenizer, p, system_prompt=cfg.system_prompt, suffix=cfg.response_prefix)
+            for p in prompts
+        ]
+        jobs = [(i, s) for i in range(len(prompts)) for s in range(cfg.n)]
+        samples: list[Sample] = []
+        started = time.perf_counter()
+        with _eval_mode(self.decoder), torch.inference_mode():
+            for b, start in enumerate(range(0, len(jobs), cfg.batch_size)):
+                chunk = jobs[start : start + cfg.batch_size]
+                seed = None if cfg.seed is None else cfg.seed + b
+                decoded = self._decode([encoded[i] for i, _ in chunk], cfg, seed)
+                done = [
+                    finish_sample(self.tokenizer, prompts[i], (i, s), encoded[i], row, cfg.stop)
+                    for (i, s), row in zip(chunk, decoded, strict=True)
+                ]
+                samples += done
+                if on_batch is not None:
+                    on_batch(done)
+        if stats is not None:
+            stats.rows += len(jobs)
+            stats.generated_tokens += sum(s.num_tokens for s in samples)
+            stats.seconds += time.perf_counter() - started
+        return samples
+
+    def _decode(self, rows: list[list[int]], cfg: SamplingConfig, seed: int | None) -> list[Decoded]:
+        if cfg.backend == "hf":
+            return decode_rows_hf(self.decoder, self.tokenizer, rows, cfg, self.stops, seed)
+        generator = None
+        if seed is not None:
+            generator = torch.Generator(device=next(self.decoder.parameters()).device).manual_seed(seed)
+        return decode_rows(self.decoder, self.tokenizer, rows, cfg, self.stops, generator)
+
 
 def generate(
     model: Any,
@@ -51,46 +146,11 @@ def generate(
     Keyword ``overrides`` replace fields of ``config`` (e.g. ``n=4, max_new_tokens=64``). The model
     is put in eval mode (dropout off) for the call and restored afterwards; runs under
     ``torch.inference_mode``. Pass a :class:`GenerationStats` to collect tokens/s, and ``on_batch``
-    to see each batch's samples as soon as they are done (progress, streaming to a file).
+    to see each batch's samples as soon as they are done (progress, streaming to a file). A loop
+    that samples after every update keeps a :class:`RolloutEngine` instead (no copy per call).
     """
     cfg = dataclasses.replace(config or SamplingConfig(), **overrides)
-    model = unwrap_model(model)
-    stops = stop_token_ids(model, tokenizer)
-    encoded = [
-        encode_prompt(tokenizer, p, system_prompt=cfg.system_prompt, suffix=cfg.response_prefix)
-        for p in prompts
-    ]
-    jobs = [(i, s) for i in range(len(prompts)) for s in range(cfg.n)]
-    samples: list[Sample] = []
-    started = time.perf_counter()
-    with _eval_mode(model), torch.inference_mode():
-        for b, start in enumerate(range(0, len(jobs), cfg.batch_size)):
-            chunk = jobs[start : start + cfg.batch_size]
-            seed = None if cfg.seed is None else cfg.seed + b
-            decoded = _decode(model, tokenizer, [encoded[i] for i, _ in chunk], cfg, stops, seed)
-            done = [
-                finish_sample(tokenizer, prompts[i], (i, s), encoded[i], row, cfg.stop)
-                for (i, s), row in zip(chunk, decoded, strict=True)
-            ]
-            samples += done
-            if on_batch is not None:
-                on_batch(done)
-    if stats is not None:
-        stats.rows += len(jobs)
-        stats.generated_tokens += sum(s.num_tokens for s in samples)
-        stats.seconds += time.perf_counter() - started
-    return samples
-
-
-def _decode(
-    model: Any, tokenizer: Any, rows: list[list[int]], cfg: SamplingConfig, stops: list[int], seed: int | None
-) -> list[Decoded]:
-    if cfg.backend == "hf":
-        return decode_rows_hf(model, tokenizer, rows, cfg, stops, seed)
-    generator = None
-    if seed is not None:
-        generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-    return decode_rows(model, tokenizer, rows, cfg, stops, generator)
+    return RolloutEngine(model, tokenizer, cfg).generate(prompts, stats=stats, on_batch=on_batch)
 
 
 @contextlib.contextmanager

@@ -49,6 +49,10 @@ class SamplingConfig:
     backend: Annotated[str, OneOf(*BACKENDS)] = "native"
     """'native' (prefalign's decode loop: static KV cache, finished rows dropped) or 'hf'
     (``model.generate``)."""
+    dtype: Annotated[str, OneOf("auto", "float32", "bfloat16")] = "auto"
+    """Decoding precision: 'auto' is bfloat16 on CUDA and on CPUs with native bf16 matmuls
+    (AVX512-BF16, AMX), else the model's own; a different dtype decodes with a copy of the model
+    (:class:`prefalign.rollout.RolloutEngine`)."""
     system_prompt: str | None = None
     """System message for chat templates (None keeps the template's default, if any)."""
     response_prefix: str = ""
@@ -126,7 +130,11 @@ def sample_next(
         return tokens, torch.log_softmax(logits, -1).gather(-1, tokens[:, None])[:, 0]
     logps = torch.log_softmax(logits / cfg.temperature, -1)
     truncated = _truncate(logps, cfg.top_k, cfg.top_p)
-    tokens = torch.multinomial(truncated.exp(), 1, generator=generator)[:, 0]
+    # Inverse-CDF sampling: one uniform per row. torch.multinomial draws an exponential for every
+    # vocabulary entry (B x V random numbers and logs), which costs more than the LM head's softmax.
+    cdf = truncated.exp().cumsum(-1)
+    u = torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device) * cdf[:, -1:]
+    tokens = torch.searchsorted(cdf, u, right=True)[:, 0].clamp(max=cdf.shape[1] - 1)
     return tokens, logps.gather(-1, tokens[:, None])[:, 0]
 
 
