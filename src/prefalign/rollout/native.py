@@ -48,7 +48,9 @@ def decode_rows(
         position_ids=positions,
         cache=cache,
         use_cache=True,
-        logits_to_keep=1,
+        # An index tensor, not the int 1: the int slices a non-contiguous (B, 1, d) view, which a
+        # bf16 LM head on the CPU multiplies through bmm with the weight expanded B times (seconds).
+        logits_to_keep=torch.tensor([width - 1], device=device),
     ).logits[:, -1]
     position = positions[:, -1]
     tokens = torch.full((size, steps), pad_id, dtype=torch.long)

@@ -128,14 +128,40 @@ def sample_next(
     if cfg.temperature == 0:
         tokens = logits.argmax(-1)
         return tokens, torch.log_softmax(logits, -1).gather(-1, tokens[:, None])[:, 0]
-    logps = torch.log_softmax(logits / cfg.temperature, -1)
-    truncated = _truncate(logps, cfg.top_k, cfg.top_p)
-    # Inverse-CDF sampling: one uniform per row. torch.multinomial draws an exponential for every
-    # vocabulary entry (B x V random numbers and logs), which costs more than the LM head's softmax.
-    cdf = truncated.exp().cumsum(-1)
-    u = torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device) * cdf[:, -1:]
-    tokens = torch.searchsorted(cdf, u, right=True)[:, 0].clamp(max=cdf.shape[1] - 1)
-    return tokens, logps.gather(-1, tokens[:, None])[:, 0]
+    if cfg.temperature != 1:
+        logits = logits / cfg.temperature
+    probs = torch.softmax(logits, -1)
+    weights = probs
+    if cfg.top_k > 0 or cfg.top_p < 1:
+        weights = _truncate(torch.log_softmax(logits, -1), cfg.top_k, cfg.top_p).exp()
+    tokens = draw(weights, generator)
+    return tokens, probs.gather(-1, tokens[:, None])[:, 0].log()
+
+
+BLOCK = 256
+
+
+def draw(weights: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One index per row of (B, V) non-negative ``weights``, with probability proportional to them.
+
+    Inverse-CDF sampling with one uniform per row, in two levels (blocks of 256, then within the
+    chosen block) so that no cumulative sum runs over the whole vocabulary: on a CPU that scan
+    and ``torch.multinomial`` (an exponential draw per entry) each cost more than the softmax.
+    """
+    rows, width = weights.shape
+    if width % BLOCK:
+        weights = torch.nn.functional.pad(weights, (0, BLOCK - width % BLOCK))
+    blocks = weights.view(rows, -1, BLOCK)
+    block_mass = blocks.sum(-1)  # (B, nb)
+    cdf = block_mass.cumsum(-1)
+    u = torch.rand(rows, 1, generator=generator, device=weights.device) * cdf[:, -1:]
+    block = torch.searchsorted(cdf, u, right=True).clamp(max=cdf.shape[1] - 1)  # (B, 1)
+    before = (cdf - block_mass).gather(-1, block)
+    inner = blocks[torch.arange(rows, device=weights.device), block[:, 0]].cumsum(-1) + before
+    # Round-off can leave u just past the block's last partial sum: stay on its last positive entry.
+    offset = torch.searchsorted(inner, u, right=True).clamp(max=BLOCK - 1)
+    chosen = block[:, 0] * BLOCK + offset[:, 0]
+    return chosen.clamp(max=width - 1)
 
 
 def _truncate(logps: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
