@@ -106,6 +106,20 @@ class OneOf(Check):
         return f"expected one of {', '.join(map(str, self.choices))}; got {value!r}{hint}"
 
 
+class Each(Check):
+    """Apply a check to every entry of a list; the message names the entry (``entry 2: ...``)."""
+
+    def __init__(self, check: Check) -> None:
+        self.check = check
+
+    def problem(self, value: Any) -> str | None:
+        for index, item in enumerate(value):
+            problem = self.check.problem(item)
+            if problem is not None:
+                return f"entry {index}: {problem}"
+        return None
+
+
 class NonEmpty(Check):
     """A string (or list) that is not empty."""
 

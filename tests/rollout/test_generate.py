@@ -286,3 +286,16 @@ def test_generate_leaves_the_policy_trainable(tiny) -> None:
     for dtype in ("float32", "bfloat16"):
         generate(model, tokenizer, ["Hi"], max_new_tokens=2, dtype=dtype)
         assert all(p.requires_grad for p in model.parameters())
+
+
+def test_two_level_draw_follows_the_weights_and_never_picks_a_zero() -> None:
+    from prefalign.rollout.sampling import draw
+
+    weights = torch.zeros(1, 600)  # not a multiple of the block size
+    weights[0, [3, 255, 256, 511, 599]] = torch.tensor([1.0, 2.0, 3.0, 4.0, 10.0])
+    picks = draw(weights.expand(40_000, -1).contiguous(), torch.Generator().manual_seed(0))
+    counts = torch.bincount(picks, minlength=600).float() / len(picks)
+    assert set(picks.unique().tolist()) == {3, 255, 256, 511, 599}
+    torch.testing.assert_close(
+        counts[[3, 255, 256, 511, 599]], weights[0, [3, 255, 256, 511, 599]] / 20, atol=0.01, rtol=0
+    )

@@ -97,7 +97,7 @@ class DemoSettings:
     eval_max_new_tokens: int = 96
     """Cap for the held-out before/after samples: aligned reviews run longer, let them finish."""
     temperature: float = 1.0
-    gen_batch_size: int = 32
+    gen_batch_size: int = 64
     pairs_per_prompt: int = 1
     min_margin: float = 1.0
     reward_epochs: float = 4.0

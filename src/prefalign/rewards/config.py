@@ -23,7 +23,7 @@ import math
 import re
 from typing import Annotated, Any
 
-from prefalign.config import AtLeast, Check, ConfigError, ModelName, OneOf, Regexes
+from prefalign.config import AtLeast, Check, ConfigError, Each, ModelName, OneOf, Regexes
 from prefalign.feedback.scorers import DEFAULT_BLOCKLIST
 from prefalign.rewards.function import spec_problem
 
@@ -31,20 +31,6 @@ COMPONENTS = ("model", "function", "rules", "scorer")
 """Reward components, in the order they are summed; also the keys of ``weights``."""
 SCORER_CHOICES = ("none", "blocklist", "vader")
 NORMALIZE_CHOICES = ("none", "scale", "standardize")
-
-
-class Each(Check):
-    """Apply a check to every entry of a list; the message names the entry (``entry 2: ...``)."""
-
-    def __init__(self, check: Check) -> None:
-        self.check = check
-
-    def problem(self, value: Any) -> str | None:
-        for index, item in enumerate(value):
-            problem = self.check.problem(item)
-            if problem is not None:
-                return f"entry {index}: {problem}"
-        return None
 
 
 class FunctionSpec(Check):
