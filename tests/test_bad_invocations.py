@@ -113,6 +113,7 @@ CASES: list[tuple[list[str], str]] = [
         "--batch-size: must be >= 1",
     ),
     (["reward-eval", "--model", "tiny-reward", "--data", "{data}", "--out", "{tmp}"], "--out: is a folder"),
+    (["dpo", "gamma=1.0"], "gamma: loss 'sigmoid' has no target margin"),
     (["generate", *GEN, "--n", "0"], "--n: must be >= 1, got 0"),
     (["generate", *GEN, "--top-p", "0"], "--top-p: must be in (0, 1], got 0"),
     (["generate", *GEN, "--backend", "vllm"], "--backend: expected one of native, hf; got 'vllm'"),

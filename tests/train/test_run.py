@@ -225,3 +225,22 @@ def test_a_non_main_rank_writes_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / "run" / "eval.json").exists()
     main.write_json("eval.json", {"eval/loss": 0.25})
     assert json.loads((tmp_path / "run" / "eval.json").read_text()) == {"eval/loss": 0.25}
+
+
+def test_restore_refuses_a_checkpoint_of_other_modules(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    policy = torch.nn.Linear(3, 2)
+    opt, sched = _optimizer(policy, 0.1)
+    run = Run.open(tmp_path, cfg)
+    run.save_checkpoint(1, modules={"policy": policy}, optimizers={"policy": opt}, schedulers={"policy": sched})
+    value = torch.nn.Linear(2, 1)
+    value_opt, value_sched = _optimizer(value, 0.1)
+    resumed = Run.open(tmp_path, cfg, resume=True)
+    with pytest.raises(RunDirError, match="no weights for module 'value'"):
+        resumed.restore({"policy": policy, "value": value}, {"policy": opt, "value": value_opt})
+    with pytest.raises(RunDirError, match="no optimizer state for module 'value'"):
+        resumed.restore({"policy": policy}, {"policy": opt, "value": value_opt})
+    wider = torch.nn.Linear(3, 2)
+    wider.register_parameter("extra", torch.nn.Parameter(torch.zeros(1)))  # would silently stay at 0
+    with pytest.raises(RunDirError, match="lacks trainable weights of the model, e.g. \\['extra'\\]"):
+        resumed.restore({"policy": wider}, {})

@@ -82,6 +82,9 @@ class DPOConfig:
     def validate(self) -> None:
         if self.label_smoothing and "label_smoothing" not in PAIRWISE_LOSSES[self.loss].options:
             raise ConfigError(f"label_smoothing: loss {self.loss!r} has no label smoothing; set it to 0")
+        default_gamma = next(f.default for f in dataclasses.fields(self) if f.name == "gamma")
+        if self.gamma != default_gamma and "gamma" not in PAIRWISE_LOSSES[self.loss].options:
+            raise ConfigError(f"gamma: loss {self.loss!r} has no target margin (gamma is for loss=simpo)")
 
 
 def pair_loss(

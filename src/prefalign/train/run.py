@@ -236,12 +236,15 @@ class Run:
             return 0, {}
         step, path = found[-1]
         for name, module in modules.items():
+            if not (path / f"{name}.safetensors").is_file():
+                raise RunDirError(f"{path}: no weights for module {name!r}; was this run made by another recipe?")
             _load_trainable(module, path / f"{name}.safetensors")
         training = torch.load(path / "training_state.pt", weights_only=False)
-        for name, optimizer in optimizers.items():
-            optimizer.load_state_dict(training["optimizers"][name])
-        for name, scheduler in (schedulers or {}).items():
-            scheduler.load_state_dict(training["schedulers"][name])
+        for kind, objects in (("optimizers", optimizers), ("schedulers", schedulers or {})):
+            for name, obj in objects.items():
+                if name not in training[kind]:
+                    raise RunDirError(f"{path}: no {kind[:-1]} state for module {name!r}")
+                obj.load_state_dict(training[kind][name])
         rng = path / f"rng-{self.ranks.index}.pt"
         _set_rng_state(torch.load(rng if rng.exists() else path / "rng-0.pt", weights_only=False))
         if self.ranks.is_main:
@@ -280,6 +283,10 @@ def _load_trainable(module: torch.nn.Module, path: Path) -> None:
     missing = [n for n in weights if n not in params]
     if missing:
         raise RunDirError(f"{path}: checkpoint has weights the model lacks, e.g. {missing[:3]}")
+    # A trainable weight the checkpoint lacks would resume from its initial value, silently.
+    unsaved = [n for n, p in params.items() if p.requires_grad and n not in weights]
+    if unsaved:
+        raise RunDirError(f"{path}: checkpoint lacks trainable weights of the model, e.g. {unsaved[:3]}")
     with torch.no_grad():
         for name, value in weights.items():
             params[name].copy_(value.to(params[name].device))
