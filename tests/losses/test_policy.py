@@ -181,6 +181,25 @@ def test_kl_penalty_rewards_k3_uses_ops_estimator_and_row_sum_is_penalised_score
     torch.testing.assert_close(out.sum(-1), scores - 0.05 * kl.sum(-1))
 
 
+@pytest.mark.parametrize("estimator", ["k1", "k3"])
+def test_kl_penalty_rewards_match_trl_ppo_construction(estimator: str) -> None:
+    # TRL v0.12-0.2x trl/trainer/ppo_trainer.py, "# 4. compute rewards" (removed in TRL 1.x), with
+    # one deliberate difference: TRL's actual_end is sequence_lengths + 1 (one past the last real
+    # token) when that fits in T; we pay the score at the last real token (Huang et al.'s EOS).
+    mask, g = _right_padded(5, 6, seed=14)
+    logprobs, ref_logprobs = (-torch.rand(5, 6, generator=g, dtype=F64) * 4 for _ in range(2))
+    scores = torch.randn(5, generator=g, dtype=F64)
+    # TRL fills padded log-probs with INVALID_LOGPROB = 1.0 in both, so their KL is 0 there.
+    logprobs, ref_logprobs = _garbage(logprobs, mask, 1.0), _garbage(ref_logprobs, mask, 1.0)
+    logr = ref_logprobs - logprobs
+    kl = -logr if estimator == "k1" else (logr.exp() - 1) - logr
+    rewards = -0.2 * kl
+    sequence_lengths = mask.sum(-1) - 1
+    rewards[torch.arange(5), sequence_lengths] += scores
+    ours = kl_penalty_rewards(scores, logprobs, ref_logprobs, mask, kl_coef=0.2, estimator=estimator)
+    torch.testing.assert_close(ours, rewards)
+
+
 def test_kl_penalty_rewards_empty_row_gets_nothing() -> None:
     out = kl_penalty_rewards(
         _t([[5.0, 7.0]])[0], torch.zeros(2, 3, dtype=F64), torch.zeros(2, 3, dtype=F64),

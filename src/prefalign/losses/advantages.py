@@ -121,7 +121,9 @@ def kl_penalty_rewards(
     eq. 2) and Ouyang et al. 2022 (eq. 2), spread over tokens with the score at EOS as in Huang et al.
     2024. With ``k1`` (``log pi - log ref``) the row sum is exactly that R; ``k3`` (Schulman 2020,
     never negative, lower variance) is the alternative; both come from :mod:`prefalign.ops.kl`.
-    (Old TRL PPO adds the score one position past the last token when there is room: see tests.)
+    (TRL's PPOTrainer, before TRL 1.x removed it, added the score one position *past* the last
+    real token whenever the row had room, ``actual_end = sequence_lengths + 1``, and kept that
+    position's value; here the score is paid at the EOS token itself, as Huang et al. describe.)
 
     Args:
         scores: (B,) reward-model scores of the completions.
