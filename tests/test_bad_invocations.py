@@ -29,6 +29,7 @@ BASE: dict[str, list[str]] = {
     "listwise": ["model.name=tiny-causal-lm", "data.train={data}"],
     "phf": ["model.name=tiny-causal-lm", "data.train={data}"],
     "contrastive": ["model.name=tiny-causal-lm", "data.train={data}"],
+    "grpo": ["model.name=tiny-causal-lm", "data.train={data}"],
 }
 
 # A valid `prefalign generate` (prompts from the pair file: a pair row has a prompt field).
@@ -113,6 +114,9 @@ CASES: list[tuple[list[str], str]] = [
         "--batch-size: must be >= 1",
     ),
     (["reward-eval", "--model", "tiny-reward", "--data", "{data}", "--out", "{tmp}"], "--out: is a folder"),
+    (["grpo", "sampling.n=1"], "sampling.n: GRPO compares completions within a group"),
+    (["grpo", "reward.model=[{tmp}/no-rm]"], "reward.model: entry 0: folder not found"),
+    (["grpo", "reward.scorer=none"], "no reward configured"),
     (["dpo", "gamma=1.0"], "gamma: loss 'sigmoid' has no target margin"),
     (["generate", *GEN, "--n", "0"], "--n: must be >= 1, got 0"),
     (["generate", *GEN, "--top-p", "0"], "--top-p: must be in (0, 1], got 0"),

@@ -57,4 +57,9 @@ RECIPES: dict[str, Recipe] = {
         "ContrastiveConfig",
         "contrastive alignment: InfoNCE ranks the preferred answer above in-batch negatives",
     ),
+    "grpo": Recipe(
+        "prefalign.recipes.grpo",
+        "GRPOConfig",
+        "reinforcement learning with GRPO (Dr. GRPO, DAPO, GSPO variants) on prompts and a reward",
+    ),
 }
