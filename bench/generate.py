@@ -86,7 +86,9 @@ def plain_generate(model: Any, tokenizer: Any, texts: list[str], cfg: SamplingCo
     return total
 
 
-def run_variant(model: Any, tokenizer: Any, variant: str, texts: list[str], cfg: SamplingConfig) -> dict[str, float]:
+def run_variant(
+    model: Any, tokenizer: Any, variant: str, texts: list[str], cfg: SamplingConfig
+) -> dict[str, float]:
     start = time.perf_counter()
     if variant == "generate":
         tokens = plain_generate(model, tokenizer, texts, cfg)
@@ -136,7 +138,9 @@ def main() -> None:
                     flush=True,
                 )
     results["gemm_gflops"].append(gemm_gflops())
-    print(f"GEMM probe (start, end): {results['gemm_gflops'][0]:.0f}, {results['gemm_gflops'][1]:.0f} GFLOP/s")
+    print(
+        f"GEMM probe (start, end): {results['gemm_gflops'][0]:.0f}, {results['gemm_gflops'][1]:.0f} GFLOP/s"
+    )
     summary = {}
     for case in args.cases.split(","):
         best = {

@@ -232,7 +232,9 @@ def test_restore_refuses_a_checkpoint_of_other_modules(tmp_path: Path) -> None:
     policy = torch.nn.Linear(3, 2)
     opt, sched = _optimizer(policy, 0.1)
     run = Run.open(tmp_path, cfg)
-    run.save_checkpoint(1, modules={"policy": policy}, optimizers={"policy": opt}, schedulers={"policy": sched})
+    run.save_checkpoint(
+        1, modules={"policy": policy}, optimizers={"policy": opt}, schedulers={"policy": sched}
+    )
     value = torch.nn.Linear(2, 1)
     value_opt, value_sched = _optimizer(value, 0.1)
     resumed = Run.open(tmp_path, cfg, resume=True)

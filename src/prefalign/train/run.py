@@ -237,7 +237,9 @@ class Run:
         step, path = found[-1]
         for name, module in modules.items():
             if not (path / f"{name}.safetensors").is_file():
-                raise RunDirError(f"{path}: no weights for module {name!r}; was this run made by another recipe?")
+                raise RunDirError(
+                    f"{path}: no weights for module {name!r}; was this run made by another recipe?"
+                )
             _load_trainable(module, path / f"{name}.safetensors")
         training = torch.load(path / "training_state.pt", weights_only=False)
         for kind, objects in (("optimizers", optimizers), ("schedulers", schedulers or {})):
