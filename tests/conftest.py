@@ -51,3 +51,15 @@ def kill_after_checkpoint(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], Ab
             monkeypatch.setattr(Run, "save_checkpoint", original)
 
     return killed
+
+
+@pytest.fixture(scope="session")
+def _tiny_cache_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("prefalign-cache")
+
+
+@pytest.fixture
+def tiny_cache(_tiny_cache_root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point $PREFALIGN_CACHE at a session-wide temp dir, so tiny models are built once per session."""
+    monkeypatch.setenv("PREFALIGN_CACHE", str(_tiny_cache_root))
+    return _tiny_cache_root

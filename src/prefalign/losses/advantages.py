@@ -29,6 +29,7 @@ import torch
 
 from prefalign.ops.kl import token_kl
 from prefalign.ops.masked import masked_whiten as whiten
+from prefalign.ops.masked import token_mask
 
 __all__ = [
     "AdaptiveKLController",
@@ -47,14 +48,6 @@ __all__ = [
 # 0 at masked positions. PPO whitens advantages with the mean shifted and, with whiten_rewards, the
 # token rewards before GAE with shift_mean=False (Huang et al. 2024, details on advantage and reward
 # normalisation).
-
-
-def _keep(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    if mask.shape != values.shape or values.dim() != 2:
-        raise ValueError(
-            f"expected (B, T) values and mask, got {tuple(values.shape)} and {tuple(mask.shape)}"
-        )
-    return mask.to(dtype=torch.bool, device=values.device)
 
 
 def gae(
@@ -86,7 +79,7 @@ def gae(
     """
     if not (0.0 <= gamma <= 1.0 and 0.0 <= lam <= 1.0):
         raise ValueError(f"gamma and lam must lie in [0, 1], got gamma={gamma}, lam={lam}")
-    keep = _keep(rewards, mask)
+    keep = token_mask(rewards, mask)
     if values.shape != rewards.shape:
         raise ValueError(f"rewards {tuple(rewards.shape)} and values {tuple(values.shape)} differ")
     zero = torch.zeros((), dtype=rewards.dtype, device=rewards.device)
@@ -136,7 +129,7 @@ def kl_penalty_rewards(
     Returns:
         (B, T) rewards, 0 at masked positions; a row without real tokens gets no score.
     """
-    keep = _keep(logps, mask)
+    keep = token_mask(logps, mask)
     if scores.shape != (logps.shape[0],):
         raise ValueError(f"expected scores of shape ({logps.shape[0]},), got {tuple(scores.shape)}")
     if kl_coef < 0:

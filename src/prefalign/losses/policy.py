@@ -34,18 +34,10 @@ import torch.nn.functional as F
 
 from prefalign.losses.reduction import reduce_token_loss
 from prefalign.ops.kl import token_kl
-from prefalign.ops.masked import masked_mean, masked_sum
+from prefalign.ops.masked import masked_mean, masked_sum, token_mask
 
 Level = Literal["token", "sequence"]
 PolicyReduction = Literal["grpo", "dr_grpo", "dapo"]
-
-
-def _keep(name: str, tensor: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    if tensor.dim() != 2 or mask.shape != tensor.shape:
-        raise ValueError(
-            f"expected (B, T) {name} and mask, got {tuple(tensor.shape)} and {tuple(mask.shape)}"
-        )
-    return mask.to(dtype=torch.bool, device=tensor.device)
 
 
 def ppo_policy_loss(
@@ -83,7 +75,7 @@ def ppo_policy_loss(
         Schulman 2020 recommend), and ``approx_kl_k2`` ``= 0.5 * (log rho)^2``, the ``approxkl``
         of Huang et al. 2024 / old TRL PPO.
     """
-    keep = _keep("logps", logps, mask)
+    keep = token_mask(logps, mask, "logps")
     if old_logps.shape != logps.shape:
         raise ValueError(f"logps {tuple(logps.shape)} and old_logps {tuple(old_logps.shape)} differ")
     high = clip_low if clip_high is None else clip_high
@@ -211,7 +203,7 @@ def policy_loss_reduction(
     Returns:
         () tensor.
     """
-    _keep("per_token", per_token, mask)
+    token_mask(per_token, mask, "per_token")
     if mode not in POLICY_REDUCTIONS:
         raise ValueError(f"mode must be one of {sorted(POLICY_REDUCTIONS)}, got {mode!r}")
     return POLICY_REDUCTIONS[mode](per_token, mask, max_length, num_items, num_tokens)
@@ -244,7 +236,7 @@ def clipped_value_loss(
         tokens: ``clip_fraction`` (share where the clipped error is the larger, so the gradient is
         0) and ``mse`` (mean ``(V_t - R_t)^2``, the value error to monitor).
     """
-    keep = _keep("values", values, mask)
+    keep = token_mask(values, mask, "values")
     if old_values.shape != values.shape or returns.shape != values.shape:
         raise ValueError("values, old_values and returns must have one shape")
     if clip is not None and clip <= 0:

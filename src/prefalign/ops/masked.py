@@ -19,6 +19,15 @@ def _as_bool_mask(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return mask.to(dtype=torch.bool, device=values.device).expand_as(values)
 
 
+def token_mask(values: torch.Tensor, mask: torch.Tensor, name: str = "values") -> torch.Tensor:
+    """``mask`` as a bool tensor on ``values``' device, after checking both are the same (B, T)."""
+    if values.dim() != 2 or mask.shape != values.shape:
+        raise ValueError(
+            f"expected (B, T) {name} and mask, got {tuple(values.shape)} and {tuple(mask.shape)}"
+        )
+    return mask.to(dtype=torch.bool, device=values.device)
+
+
 def masked_sum(values: torch.Tensor, mask: torch.Tensor, dim: Dim = None) -> torch.Tensor:
     """Sum of ``values`` over the positions where ``mask`` is true.
 
