@@ -374,8 +374,16 @@ def _unwrap(tp: Any) -> tuple[Any, list[Check]]:
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if len(args) == 1:
-            return _unwrap(args[0])[0], checks
+            inner, inner_checks = _unwrap(args[0])
+            return inner, checks + inner_checks
     return tp, checks
+
+
+def _optional(tp: Any) -> bool:
+    """True for ``X | None`` (inside ``Annotated`` or not): YAML's null is then a value."""
+    while typing.get_origin(tp) is Annotated:
+        tp = tp.__origin__
+    return typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in typing.get_args(tp)
 
 
 def _hints(cls: type) -> dict[str, Any]:
@@ -403,6 +411,8 @@ def _expected(tp: Any) -> str:
 
 def _coerce(value: Any, tp: Any, key: str, label: Label) -> Any:
     """``value`` (from YAML or a dict) as type ``tp``, or a ConfigError at ``label(key)``."""
+    if value is None and _optional(tp):
+        return None
     tp, _ = _unwrap(tp)
     if value is None and tp is str:
         return ""
@@ -558,12 +568,15 @@ _FALSE = {"false", "no", "off", "0"}
 def parse_value(raw: str, tp: Any, key: str) -> Any:
     """The override text ``raw`` as a value of field type ``tp``.
 
-    A string field takes the text as it is (no YAML: ``my data #1.jsonl`` and ``1e3`` stay strings);
+    An optional field takes ``null`` (or ``none``, ``~``) as None. A string field takes the text as
+    it is (no YAML: ``my data #1.jsonl`` and ``1e3`` stay strings);
     booleans, integers and numbers are parsed strictly; YAML is used only for lists, mappings and
     sections. Errors are one-line ConfigErrors naming ``key``.
     """
     base, _ = _unwrap(tp)
     text = raw.strip()
+    if _optional(tp) and text.lower() in ("null", "none", "~"):
+        return None
     if base is str:
         return raw
     if base is bool:

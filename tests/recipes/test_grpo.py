@@ -120,7 +120,7 @@ def test_grpo_loss_gradient_is_the_group_baseline_policy_gradient() -> None:
     }
     adv = torch.tensor([1.0, -0.5])
     cfg = GRPOConfig()
-    loss, _ = micro_loss(lm, batch, adv, None, cfg, (2, 5))
+    loss, _ = micro_loss(lm, batch, adv, cfg, (2, 5))
     grads = torch.autograd.grad(loss, params)
     logits = lm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     logp = torch.log_softmax(logits, -1)[:, :-1].gather(-1, batch["input_ids"][:, 1:, None])[..., 0]
@@ -133,7 +133,7 @@ def test_grpo_loss_gradient_is_the_group_baseline_policy_gradient() -> None:
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("sampling.n=1", "sampling.n: GRPO compares completions within a group: must be >= 2"),
+        ("sampling.n=1", "sampling.n: estimator 'group' compares completions within a group: must be >= 2"),
         ("loss=ppo", "loss: expected one of grpo, dr_grpo, dapo"),
         ("reward.rules=[]", "no reward configured"),
     ],
@@ -173,3 +173,56 @@ def test_two_processes_give_the_same_run_as_one(tmp_path: Path) -> None:
         ("loss", "grad_norm", "reward", "entropy"),
         rel=1e-4,
     )
+
+
+# ---- RLOO, REINFORCE and several updates per generation -----------------------------------------
+def test_advantage_estimators_by_hand() -> None:
+    from prefalign.recipes.grpo import GRPOConfig, advantages_of
+
+    rewards = torch.tensor([1.0, 0.0, 3.0, 1.0])
+    rloo = advantages_of(rewards, GRPOConfig(estimator="rloo", sampling=GRPOConfig().sampling), {})
+    # n = 4: r_i minus the mean of the other three.
+    torch.testing.assert_close(rloo, torch.tensor([1 - 4 / 3, 0 - 5 / 3, 3 - 2 / 3, 1 - 4 / 3]))
+    cfg = GRPOConfig(estimator="reinforce", baseline_decay=0.5)
+    state: dict = {}
+    first = advantages_of(rewards, cfg, state)  # the baseline starts at the first batch's mean
+    torch.testing.assert_close(first, rewards - 1.25)
+    second = advantages_of(torch.tensor([2.0, 2.0, 2.0, 2.0]), cfg, state)
+    torch.testing.assert_close(second, torch.full((4,), 2.0 - 1.25))
+    assert state["baseline"] == pytest.approx(0.5 * 1.25 + 0.5 * 2.0)
+
+
+@pytest.mark.parametrize("command", ["rloo", "reinforce"])
+def test_rloo_and_reinforce_pay_the_kl_in_the_reward(command: str, tmp_path: Path) -> None:
+    out = tmp_path / command
+    assert (
+        main([command, "--config", "configs/tiny.yaml", "--output-dir", str(out), "train.save_every=0"]) == 0
+    )
+    rows = _lines(out)
+    assert all(math.isfinite(r["loss"]) for r in rows) and any(r["grad_norm"] > 0 for r in rows)
+    assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-5) and rows[-1]["kl"] > 1e-4
+    config = (out / "config.yaml").read_text()
+    assert f"estimator: {command}" in config and "kl_penalty: reward" in config
+
+
+def test_reinforce_resume_restores_the_baseline(
+    tmp_path: Path, kill_after_checkpoint: Callable[[int], AbstractContextManager[None]]
+) -> None:
+    def run(out: Path, *extra: str) -> int:
+        return main(["reinforce", "--config", "configs/tiny.yaml", "--output-dir", str(out), *extra])
+
+    assert run(tmp_path / "straight") == 0
+    with kill_after_checkpoint(2):
+        run(tmp_path / "crashed")
+    assert run(tmp_path / "crashed", "--resume") == 0
+    _same(
+        _lines(tmp_path / "crashed"), _lines(tmp_path / "straight"), ("loss", "grad_norm", "reward"), rel=1e-6
+    )
+
+
+def test_several_updates_per_generation_move_the_ratio(tmp_path: Path) -> None:
+    extra = ["num_iterations=2", "num_minibatches=2", "train.save_every=0", "beta=0.05"]
+    assert _run(tmp_path / "it", *extra) == 0
+    rows = _lines(tmp_path / "it")
+    assert all(r["updates"] == 4 for r in rows)
+    assert max(r["clip_fraction"] for r in rows) > 0 and max(r["approx_kl"] for r in rows) > 0

@@ -62,4 +62,24 @@ RECIPES: dict[str, Recipe] = {
         "GRPOConfig",
         "reinforcement learning with GRPO (Dr. GRPO, DAPO, GSPO variants) on prompts and a reward",
     ),
+    "online-dpo": Recipe(
+        "prefalign.recipes.online_dpo",
+        "OnlineDPOConfig",
+        "online DPO: each step's pairs sampled from the policy, best vs worst by a reward, DPO-family loss",
+    ),
+    "rloo": Recipe(
+        "prefalign.recipes.grpo",
+        "RLOOConfig",
+        "reinforcement learning with RLOO (leave-one-out baselines, KL in the reward) on prompts and a reward",
+    ),
+    "reinforce": Recipe(
+        "prefalign.recipes.grpo",
+        "ReinforceConfig",
+        "reinforcement learning with REINFORCE and a running-mean baseline on prompts and a reward",
+    ),
+    "ppo": Recipe(
+        "prefalign.recipes.ppo",
+        "PPOConfig",
+        "reinforcement learning with PPO: value model, GAE, per-token KL penalty, clipped losses",
+    ),
 }

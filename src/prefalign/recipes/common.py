@@ -1,20 +1,23 @@
 """What several recipes share: loading data splits and the policy (with its reference), pairs
-encoded and batched, held-out evaluation in micro-batches, the final save.
+encoded and batched, the pairwise (DPO-family) loss of a batch, held-out evaluation in
+micro-batches, the final save.
 
 Recipes import this module and never each other; the step loop lives in :mod:`prefalign.train`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 import torch
 
-from prefalign.config import DataConfig, ModelConfig
+from prefalign.config import ConfigError, DataConfig, ModelConfig
 from prefalign.feedback.formats import PreferencePair, load_pairs, split_pairs, split_rows
+from prefalign.losses.preference import PAIRWISE_LOSSES, PairwiseLoss, with_sft_loss
 from prefalign.models import LoraSettings, disable_dropout, is_peft_model, load_causal_lm, merge_and_save
 from prefalign.tokens import Text, encode_prompt_completion, right_pad
 
@@ -83,6 +86,59 @@ def pair_batch(rows: Sequence[EncodedPair], pad_id: int) -> dict[str, torch.Tens
 def pair_items(rows: Sequence[EncodedPair]) -> list[tuple[list[int], list[int]]]:
     """``[chosen_0, ..., chosen_n, rejected_0, ...]`` as (prompt_ids, completion_ids) for scoring."""
     return [(r.prompt_ids, r.chosen_ids) for r in rows] + [(r.prompt_ids, r.rejected_ids) for r in rows]
+
+
+# ---- pairwise losses ---------------------------------------------------------------------------
+class PairwiseSettings(Protocol):
+    """The config fields a pairwise loss reads (a dataclass: DPOConfig, OnlineDPOConfig); the
+    loss's keyword options are read from the fields of the same name."""
+
+    loss: str
+    beta: float
+    label_smoothing: float
+    gamma: float
+    sft_coef: float
+
+
+def check_pairwise_options(cfg: PairwiseSettings) -> None:
+    """ConfigError when ``label_smoothing`` or a non-default ``gamma`` is set for a loss without it."""
+    loss = PAIRWISE_LOSSES[cfg.loss]
+    if cfg.label_smoothing and "label_smoothing" not in loss.options:
+        raise ConfigError(f"label_smoothing: loss {cfg.loss!r} has no label smoothing; set it to 0")
+    default_gamma = next(f.default for f in dataclasses.fields(cast(Any, cfg)) if f.name == "gamma")
+    if cfg.gamma != default_gamma and "gamma" not in loss.options:
+        raise ConfigError(f"gamma: loss {cfg.loss!r} has no target margin (gamma is for loss=simpo)")
+
+
+def pair_loss(
+    loss: PairwiseLoss,
+    cfg: PairwiseSettings,
+    logps: torch.Tensor,
+    counts: torch.Tensor,
+    ref: torch.Tensor | None,
+    loss_fn: Callable[..., Any] | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The configured loss of one :func:`pair_batch` batch.
+
+    ``logps`` and ``counts`` (2B,) are the policy's summed log-probs of [chosen; rejected] and
+    their token counts; ``ref`` the (B, 2) reference log-probs (None when reference-free).
+    The loss's keyword options are read from the config fields of the same name. Returns (B,)
+    losses and the loss's detached metrics.
+    """
+    counts = counts.clamp(min=1).to(logps.dtype)
+    half = logps.shape[0] // 2
+    scale = counts if loss.average_logps else torch.ones_like(counts)
+    policy = logps / scale
+    args = [policy[:half], policy[half:]]
+    if loss.reference:
+        assert ref is not None
+        ref = ref.to(logps) / torch.stack([scale[:half], scale[half:]], dim=1)
+        args += [ref[:, 0], ref[:, 1]]
+    options = {k: getattr(cfg, k) for k in loss.options}
+    out = (loss_fn or loss.fn)(*args, beta=cfg.beta, **options)
+    if cfg.sft_coef:
+        out = with_sft_loss(out, -logps[:half] / counts[:half], sft_coef=cfg.sft_coef)
+    return out
 
 
 # ---- models ------------------------------------------------------------------------------------

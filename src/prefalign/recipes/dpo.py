@@ -22,7 +22,6 @@ import torch
 from prefalign.config import (
     Above,
     AtLeast,
-    ConfigError,
     DataConfig,
     InRange,
     ModelConfig,
@@ -31,15 +30,17 @@ from prefalign.config import (
     OutputDir,
     TrainConfig,
 )
-from prefalign.losses.preference import PAIRWISE_LOSSES, PairwiseLoss, with_sft_loss
+from prefalign.losses.preference import PAIRWISE_LOSSES
 from prefalign.models.scoring import completion_logps, reference_completion_logps
 from prefalign.recipes.common import (
     EncodedPair,
+    check_pairwise_options,
     encode_pair,
     load_pair_splits,
     load_policy_and_reference,
     pair_batch,
     pair_items,
+    pair_loss,
     saver,
     weighted_means,
 )
@@ -80,41 +81,7 @@ class DPOConfig:
     """Replace an earlier run in output_dir instead of refusing to start."""
 
     def validate(self) -> None:
-        if self.label_smoothing and "label_smoothing" not in PAIRWISE_LOSSES[self.loss].options:
-            raise ConfigError(f"label_smoothing: loss {self.loss!r} has no label smoothing; set it to 0")
-        default_gamma = next(f.default for f in dataclasses.fields(self) if f.name == "gamma")
-        if self.gamma != default_gamma and "gamma" not in PAIRWISE_LOSSES[self.loss].options:
-            raise ConfigError(f"gamma: loss {self.loss!r} has no target margin (gamma is for loss=simpo)")
-
-
-def pair_loss(
-    loss: PairwiseLoss,
-    cfg: DPOConfig,
-    logps: torch.Tensor,
-    counts: torch.Tensor,
-    ref: torch.Tensor | None,
-    loss_fn: Callable[..., Any] | None = None,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The configured loss of one :func:`pair_batch` batch.
-
-    ``logps`` and ``counts`` (2B,) are the policy's summed log-probs of [chosen; rejected] and
-    their token counts; ``ref`` the (B, 2) reference log-probs (None when reference-free).
-    The loss's keyword options are read from the config fields of the same name.
-    """
-    counts = counts.clamp(min=1).to(logps.dtype)
-    half = logps.shape[0] // 2
-    scale = counts if loss.average_logps else torch.ones_like(counts)
-    policy = logps / scale
-    args = [policy[:half], policy[half:]]
-    if loss.reference:
-        assert ref is not None
-        ref = ref.to(logps) / torch.stack([scale[:half], scale[half:]], dim=1)
-        args += [ref[:, 0], ref[:, 1]]
-    options = {k: getattr(cfg, k) for k in loss.options}
-    out = (loss_fn or loss.fn)(*args, beta=cfg.beta, **options)
-    if cfg.sft_coef:
-        out = with_sft_loss(out, -logps[:half] / counts[:half], sft_coef=cfg.sft_coef)
-    return out
+        check_pairwise_options(self)
 
 
 def reference_pair_logps(

@@ -79,6 +79,7 @@ class TrainLoop:
         self.state: dict[str, Any] = {}
         self.last: dict[str, float] = {}
         self._parts: list[tuple[int, dict[str, torch.Tensor]]] = []
+        self._norms: list[dict[str, float]] = []
         self._bar: Any = None
 
     @classmethod
@@ -127,6 +128,22 @@ class TrainLoop:
         unwrapped = {n: self.unwrap(n) for n in self.modules}
         self.start_step, self.state = self.run.restore(unwrapped, self.optimizers, self.schedulers)
         return self.start_step
+
+    def share(self, count: int, compute: Callable[[list[int]], list[Any]]) -> list[Any]:
+        """``compute`` on this process's share of ``range(count)`` (every P-th index), the results
+        of all processes gathered back in index order: each process then holds all ``count``.
+
+        For work every process needs whole but need not do whole (scoring a step's rollouts).
+        """
+        rank, size = self.accelerator.process_index, self.accelerator.num_processes
+        mine = compute(list(range(rank, count, size)))
+        if size == 1:
+            return mine
+        merged: list[Any] = [None] * count
+        for owner, results in enumerate(gather_object([mine])):
+            for index, value in zip(range(owner, count, size), results, strict=True):
+                merged[index] = value
+        return merged
 
     # ---- the loop ----------------------------------------------------------------------------
     def steps(self, total: int) -> Iterator[int]:
@@ -208,18 +225,23 @@ class TrainLoop:
         evaluate: Callable[[], dict[str, float]] | None = None,
         state: dict[str, Any] | None = None,
     ) -> dict[str, float]:
-        """Clip, step every optimizer and schedule, log the step's metrics, checkpoint when due.
+        """Finish step ``step``: an :meth:`update` (unless the recipe made its own), one schedule step,
+        the step's metrics logged, a checkpoint when due.
 
         ``evaluate`` runs every ``train.eval_every`` steps and its metrics join the line;
         ``state`` (JSON-able recipe state) is saved with checkpoints.
         """
-        norms = {}
-        for name, module in self.modules.items():
-            norms[name] = self._clip_and_step(name, module)
+        if not self._norms:
+            self.update()
+        updates, self._norms = self._norms, []
+        for scheduler in self.schedulers.values():
+            scheduler.step()
         metrics = self.reduced_metrics()
-        first, *others = norms  # the first prepared module (the policy) gives grad_norm
-        metrics["grad_norm"] = norms[first]
-        metrics.update({f"grad_norm/{n}": norms[n] for n in others})
+        first, *others = updates[0]  # the first prepared module (the policy) gives grad_norm
+        metrics["grad_norm"] = sum(u[first] for u in updates) / len(updates)
+        metrics.update({f"grad_norm/{n}": sum(u[n] for u in updates) / len(updates) for n in others})
+        if len(updates) > 1:
+            metrics["updates"] = float(len(updates))
         metrics["learning_rate"] = next(iter(self.schedulers.values())).get_last_lr()[0]
         metrics.update(extra or {})
         done = step + 1
@@ -237,6 +259,17 @@ class TrainLoop:
             self.save_checkpoint(done, state)
         return metrics
 
+    def update(self) -> dict[str, float]:
+        """Clip and step every optimizer (not the schedules): one parameter update.
+
+        A recipe that makes several updates per step (PPO's epochs over minibatches of one
+        rollout) calls this after each; :meth:`optimizer_step` then only logs and schedules, and
+        ``grad_norm`` is the mean over the step's updates.
+        """
+        norms = {name: self._clip_and_step(name, module) for name, module in self.modules.items()}
+        self._norms.append(norms)
+        return norms
+
     def _clip_and_step(self, name: str, module: torch.nn.Module) -> float:
         params = [p for p in module.parameters() if p.requires_grad]
         if self.train.max_grad_norm > 0:
@@ -245,7 +278,6 @@ class TrainLoop:
             grads = [p.grad.norm() for p in params if p.grad is not None]
             norm = torch.linalg.vector_norm(torch.stack(grads)) if grads else torch.zeros(())
         self.optimizers[name].step()
-        self.schedulers[name].step()
         self.optimizers[name].zero_grad(set_to_none=True)
         return float(norm)
 
