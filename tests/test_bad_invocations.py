@@ -145,6 +145,12 @@ CASES: list[tuple[list[str], str]] = [
     (["models", "--prepare", "no-such-model"], "--prepare: unknown model 'no-such-model'; expected one of"),
     (["demo", "--method", "foo", "--output-dir", "{tmp}/run"], "--method: unknown"),
     (["demo", "--seed", "-1", "--output-dir", "{tmp}/run"], "--seed: must be >= 0, got -1"),
+    (
+        ["demo", "--betas", "0.1,x", "--output-dir", "{tmp}/run"],
+        "--betas: expected numbers separated by commas",
+    ),
+    (["demo", "--betas", "0.1,0", "--output-dir", "{tmp}/run"], "--betas: every KL strength must be > 0"),
+    (["demo", "--eval-prompts", "{tmp}/none.txt", "--output-dir", "{tmp}/run"], "{tmp}/none.txt"),
     (["data", "inspect", "{tmp}/missing.jsonl"], "{tmp}/missing.jsonl"),
     (["data", "convert", "{data}", "-o", "{tmp}/run/out.txt"], "--output {tmp}/run/out.txt"),
     (["data", "aggregate", "{tmp}/missing.jsonl", "-o", "{tmp}/run/out.jsonl"], "{tmp}/missing.jsonl"),

@@ -61,7 +61,25 @@ def _demo(args: argparse.Namespace) -> int:
         methods = parse_methods(args.method)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    run_demo(args.output_dir, quick=args.quick, seed=args.seed, methods=methods)
+    betas = None
+    if args.betas:
+        try:
+            betas = [float(b) for b in args.betas.split(",") if b.strip()]
+        except ValueError:
+            raise ConfigError(f"--betas: expected numbers separated by commas, got {args.betas!r}") from None
+        if not betas or any(not b > 0 for b in betas):
+            raise ConfigError(f"--betas: every KL strength must be > 0, got {args.betas!r}")
+    if args.eval_prompts is not None:
+        from prefalign.feedback.formats import load_prompts
+
+        load_prompts(args.eval_prompts)  # a missing file or bad row fails here, before any work
+    run_demo(
+        args.output_dir,
+        quick=args.quick,
+        seed=args.seed,
+        methods=methods,
+        eval_prompts_file=args.eval_prompts,
+    )
     return 0
 
 
@@ -194,7 +212,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--method",
         default="dpo",
         help="alignment method(s), comma-separated, compared side by side in the report: "
-        "dpo, ipo, hinge, rpo, simpo, orpo, kto, listwise, contrastive, phf, phf-filtering (default: dpo)",
+        "dpo, ipo, hinge, rpo, simpo, orpo, kto, listwise, contrastive, phf, phf-filtering, "
+        "grpo, rloo, ppo, online-dpo (default: dpo)",
+    )
+    demo.add_argument(
+        "--betas",
+        metavar="LIST",
+        help="train every method once per KL strength (e.g. 0.03,0.1,0.3: DPO's beta, GRPO/RLOO's "
+        "beta, PPO's kl_coef) and draw the reward-vs-KL frontier in the report",
+    )
+    demo.add_argument(
+        "--eval-prompts",
+        metavar="FILE",
+        help="evaluate on your own prompts: a .txt file of movie titles (one per line) or rows "
+        "with a 'prompt' field (default: held-out titles of the shipped list)",
     )
     demo.set_defaults(handler=_demo)
     reward_eval = sub.add_parser(

@@ -1,7 +1,8 @@
 """``prefalign demo --quick`` end to end on the real packaged models (SmolLM2 + MiniLM).
 
 Slow: converts SmolLM2 on first use (about 20 s) and runs the whole pipeline (about 2 minutes on
-2 CPU cores), here with two methods (DPO and SimPO) side by side. The thresholds are far below what the quick run measures (VADER 0.14 -> 0.54), so
+2 CPU cores), here with two methods side by side: DPO on the rated pairs and GRPO (RL with the
+reward model trained on them). The thresholds are far below what the quick run measures (VADER 0.14 -> 0.54), so
 the test checks that the pipeline steers the policy, not the exact figure.
 """
 
@@ -21,7 +22,7 @@ SUMMARY_KEYS = {"gold_mean", "gold_strong_rate", "judge2_mean", "reward_mean", "
 @pytest.mark.slow
 def test_quick_demo_writes_summary_and_report_and_moves_sentiment(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    assert main(["demo", "--quick", "--output-dir", str(out), "--method", "dpo,simpo"]) == 0
+    assert main(["demo", "--quick", "--output-dir", str(out), "--method", "dpo,grpo"]) == 0
 
     summary = json.loads((out / "summary.json").read_text())
     assert SUMMARY_KEYS <= set(summary["before"]) and SUMMARY_KEYS <= set(summary["after"])
@@ -36,18 +37,63 @@ def test_quick_demo_writes_summary_and_report_and_moves_sentiment(tmp_path: Path
     assert (out / "pairs.jsonl").read_text().count("\n") == summary["num_pairs"]
     assert (out / "dpo" / "final" / "config.json").exists()
     # Both methods trained on the same pairs and were scored on the same prompts.
-    assert (out / "simpo" / "final" / "config.json").exists()
-    assert summary["method"] == "dpo" and list(summary["methods"]) == ["dpo", "simpo"]
+    assert (out / "grpo" / "final" / "config.json").exists()
+    assert summary["method"] == "dpo" and list(summary["methods"]) == ["dpo", "grpo"]
+    grpo_config = (out / "grpo" / "config.yaml").read_text()
+    assert str(out / "reward" / "final") in grpo_config and str(out / "prompts.txt") in grpo_config
     assert summary["methods"]["dpo"]["gold_mean"] == summary["after"]["gold_mean"]
-    for name in ("dpo", "simpo"):
+    for name in ("dpo", "grpo"):
         assert SUMMARY_KEYS <= set(summary["methods"][name]) and summary["methods"][name]["kl"] > 0
 
     report = (out / "report.html").read_text()
     assert "data:image/png;base64," in report
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
-    assert {s["phase"] for s in samples} == {"before", "dpo", "simpo"}
+    assert {s["phase"] for s in samples} == {"before", "dpo", "grpo"}
     assert "Methods side by side" in report
     first_before = next(s for s in samples if s["phase"] == "before")
     first_after = next(s for s in samples if s["phase"] == "dpo")
     assert html.escape(first_before["completion"]) in report  # example generations, before
     assert html.escape(first_after["completion"]) in report  # ... and after
+
+
+@pytest.mark.parametrize("method", ["dpo", "kto", "listwise", "phf", "grpo", "rloo", "ppo", "online-dpo"])
+def test_every_demo_method_builds_a_valid_config(
+    method: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each method's options meet its recipe's config (checked, nothing trained), KL strength too."""
+    from prefalign.demo import pipeline
+    from prefalign.recipes import RECIPES
+
+    built = {}
+
+    class Recipe:
+        @staticmethod
+        def train(config: object) -> object:
+            built["config"] = config
+            return None
+
+    for name in ("pairs.jsonl", "rankings.jsonl", "phf_corpus.jsonl", "prompts.txt"):
+        (tmp_path / name).write_text("")
+    (tmp_path / "reward" / "final").mkdir(parents=True)
+    (tmp_path / "reward" / "final" / "config.json").write_text("{}")
+    spec = pipeline.DEMO_METHODS[method]
+    _, config_cls = RECIPES[spec["recipe"]].load()
+    monkeypatch.setattr(type(RECIPES[spec["recipe"]]), "load", lambda self: (Recipe, config_cls))
+    pipeline.train_policy(tmp_path, pipeline.QUICK, 0, method, beta=0.3)
+    config = built["config"]
+    assert getattr(config, pipeline.kl_field(method)) == 0.3
+    assert config.output_dir == str(tmp_path / f"{method}@0.3")
+    if spec.get("rl"):
+        assert config.reward.model == [str(tmp_path / "reward" / "final")]
+        assert config.data.train == str(tmp_path / "prompts.txt")
+
+
+def test_eval_prompts_from_titles_or_rows(tmp_path: Path) -> None:
+    from prefalign.demo.pipeline import PROMPT_TEMPLATE, load_eval_prompts
+
+    (tmp_path / "titles.txt").write_text("Alien\n\nHeat\n")
+    assert load_eval_prompts(tmp_path / "titles.txt") == [
+        PROMPT_TEMPLATE.format(title=t) for t in ("Alien", "Heat")
+    ]
+    (tmp_path / "rows.jsonl").write_text('{"prompt": "Praise Heat."}\n')
+    assert load_eval_prompts(tmp_path / "rows.jsonl") == ["Praise Heat."]

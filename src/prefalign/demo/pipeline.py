@@ -110,6 +110,16 @@ class DemoSettings:
     lora_r: int = 16
     lora_alpha: int = 32
     num_examples: int = 8
+    rl_steps: int = 40
+    """Optimizer steps of the RL methods (grpo, rloo, ppo, online-dpo)."""
+    rl_prompts_per_step: int = 4
+    rl_group: int = 4
+    """Completions per prompt and step (PPO: one each of rl_prompts_per_step x rl_group prompts)."""
+    rl_lr: float = 2e-4
+    rl_kl_coef: float = 0.05
+    """KL weight of grpo (k3 in the loss), rloo (in the reward) and ppo (per token, in the reward)."""
+    rl_missing_eos_penalty: float = 1.0
+    """Subtracted from the reward-model score of a review that hits the token cap (RL methods)."""
 
 
 FULL = DemoSettings()
@@ -125,6 +135,8 @@ QUICK = DemoSettings(
     dpo_epochs=2.0,
     dpo_batch_size=4,
     num_examples=4,
+    rl_steps=8,
+    rl_lr=5e-4,
 )
 
 
@@ -132,6 +144,17 @@ def load_titles() -> list[str]:
     """The shipped movie titles, one per line, in file order."""
     text = resources.files("prefalign.demo").joinpath("movies.txt").read_text(encoding="utf-8")
     return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def load_eval_prompts(path: str | Path) -> list[Any]:
+    """Held-out prompts from the user: titles (``.txt``, one per line) in the demo's prompt, or
+    ``prompt`` rows (JSONL, JSON, CSV, Parquet; text or chat messages) as they are."""
+    from prefalign.feedback.formats import load_prompts
+
+    prompts = load_prompts(path)
+    if Path(path).suffix == ".txt":
+        return [PROMPT_TEMPLATE.format(title=t) for t in prompts]
+    return prompts
 
 
 def split_titles(titles: Sequence[str], n_train: int, n_eval: int, seed: int) -> tuple[list[str], list[str]]:
@@ -352,7 +375,20 @@ DEMO_METHODS: dict[str, dict[str, Any]] = {
         "options": {**_PHF_OPTIONS, "objective": "filtering"},
         "data": "phf_corpus.jsonl",
     },
+    # Reinforcement learning: the policy samples on the training titles (prompts.txt) and the
+    # reward model trained on the raters' pairs scores it (rl_config adds both); no pairs used.
+    "grpo": {"recipe": "grpo", "options": {}, "rl": True},
+    "rloo": {"recipe": "rloo", "options": {}, "rl": True},
+    "ppo": {
+        "recipe": "ppo",
+        # Huang et al.: the reward standardised on the reference's samples; one prompt per sample.
+        "options": {"normalize_on_reference": 64, "reward": {"normalize": "standardize"}},
+        "rl": True,
+    },
+    "online-dpo": {"recipe": "online-dpo", "options": {}, "rl": True},
 }
+RL_KL_FIELD = {"grpo": "beta", "rloo": "beta", "ppo": "kl_coef"}
+"""Which field of each RL recipe takes ``DemoSettings.rl_kl_coef`` (online DPO keeps dpo_beta)."""
 
 
 def parse_methods(spec: str | Sequence[str]) -> list[str]:
@@ -364,9 +400,23 @@ def parse_methods(spec: str | Sequence[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def train_policy(out: Path, cfg: DemoSettings, seed: int, method: str = "dpo") -> Any:
-    """Align the policy with LoRA on ``pairs.jsonl`` by ``method`` into ``out/<method>``
-    (merged model in ``final/``)."""
+def kl_field(method: str) -> str:
+    """The config field that sets ``method``'s strength of the KL to the reference."""
+    spec = DEMO_METHODS[method]
+    return RL_KL_FIELD.get(spec["recipe"], "beta") if spec.get("rl") else "beta"
+
+
+def run_name(method: str, beta: float | None) -> str:
+    """``dpo`` or, in a sweep over the KL strength, ``dpo@0.1``: the run's folder and report label."""
+    return method if beta is None else f"{method}@{beta:g}"
+
+
+def train_policy(
+    out: Path, cfg: DemoSettings, seed: int, method: str = "dpo", beta: float | None = None
+) -> Any:
+    """Align the policy with LoRA by ``method`` into ``out/<run_name>`` (merged model in ``final/``):
+    offline methods on ``pairs.jsonl`` (or its rankings / corpus), RL methods on ``prompts.txt``
+    with the demo's reward model. ``beta`` overrides the method's KL strength (:func:`kl_field`)."""
     from prefalign.config import build_config
     from prefalign.recipes import RECIPES
 
@@ -376,34 +426,92 @@ def train_policy(out: Path, cfg: DemoSettings, seed: int, method: str = "dpo") -
     # beta (PHF's beta weighs RWR/AWR rewards instead); a method's own options are all passed, so
     # an option its config lacks is an error, never dropped.
     options = dict(spec["options"])
-    has_beta = any(f.name == "beta" for f in dataclasses.fields(config_cls))
-    if has_beta and spec["recipe"] != "phf":
-        options.setdefault("beta", cfg.dpo_beta)
+    if beta is not None:
+        options[kl_field(method)] = beta
+    if spec.get("rl"):
+        values = rl_config(out, cfg, seed, spec["recipe"], options)
+    else:
+        values = pairs_config(out, cfg, seed, spec, options, config_cls)
     config = build_config(
         config_cls,
-        {
-            "model": {"name": POLICY, "lora": True, "lora_r": cfg.lora_r, "lora_alpha": cfg.lora_alpha},
-            "data": {
-                "train": str(out / spec.get("data", "pairs.jsonl")),
-                "max_length": cfg.max_new_tokens + 96,
-                "max_prompt_length": 96,
-            },
-            "train": {
-                "learning_rate": cfg.dpo_lr,
-                "batch_size": cfg.dpo_batch_size,
-                "micro_batch_size": cfg.dpo_micro_batch_size,
-                "epochs": cfg.dpo_epochs,
-                "warmup_steps": 2,
-                "lr_scheduler": "linear",
-                "seed": seed,
-            },
-            "output_dir": str(out / method),
-            "overwrite": True,
-            **options,
-        },
+        {**values, "output_dir": str(out / run_name(method, beta)), "overwrite": True},
         f"demo method {method}",
     )
     return module.train(config)
+
+
+def _lora(cfg: DemoSettings) -> dict[str, Any]:
+    return {"name": POLICY, "lora": True, "lora_r": cfg.lora_r, "lora_alpha": cfg.lora_alpha}
+
+
+def pairs_config(
+    out: Path, cfg: DemoSettings, seed: int, spec: dict[str, Any], options: dict[str, Any], config_cls: type
+) -> dict[str, Any]:
+    """Config values of an offline method: LoRA on the rated pairs (or their rankings / corpus)."""
+    # The demo's beta is the preference losses' temperature, offered to every recipe with such a
+    # beta (PHF's beta weighs RWR/AWR rewards instead); a method's own options are all passed, so
+    # an option its config lacks is an error, never dropped.
+    has_beta = any(f.name == "beta" for f in dataclasses.fields(config_cls))
+    if has_beta and spec["recipe"] != "phf":
+        options.setdefault("beta", cfg.dpo_beta)
+    return {
+        "model": _lora(cfg),
+        "data": {
+            "train": str(out / spec.get("data", "pairs.jsonl")),
+            "max_length": cfg.max_new_tokens + 96,
+            "max_prompt_length": 96,
+        },
+        "train": {
+            "learning_rate": cfg.dpo_lr,
+            "batch_size": cfg.dpo_batch_size,
+            "micro_batch_size": cfg.dpo_micro_batch_size,
+            "epochs": cfg.dpo_epochs,
+            "warmup_steps": 2,
+            "lr_scheduler": "linear",
+            "seed": seed,
+        },
+        **options,
+    }
+
+
+def rl_config(
+    out: Path, cfg: DemoSettings, seed: int, recipe: str, options: dict[str, Any]
+) -> dict[str, Any]:
+    """Config values of an RL method: LoRA, the training prompts, the demo's reward model."""
+    ppo = recipe == "ppo"
+    if recipe in RL_KL_FIELD:
+        options.setdefault(RL_KL_FIELD[recipe], cfg.rl_kl_coef)
+    else:
+        options.setdefault("beta", cfg.dpo_beta)
+    reward = {
+        "model": [str(out / "reward" / "final")],
+        "missing_eos_penalty": cfg.rl_missing_eos_penalty,
+        **options.pop("reward", {}),
+    }
+    completions = cfg.rl_prompts_per_step * cfg.rl_group
+    return {
+        "model": _lora(cfg),
+        "data": {"train": str(out / "prompts.txt"), "eval_fraction": 0.0},
+        "train": {
+            "learning_rate": cfg.rl_lr,
+            "batch_size": completions if ppo else cfg.rl_prompts_per_step,
+            "micro_batch_size": completions,
+            "max_steps": cfg.rl_steps,
+            "warmup_steps": 2,
+            "lr_scheduler": "linear",
+            "seed": seed,
+            "log_every": 5,
+        },
+        "sampling": {
+            "n": 1 if ppo else cfg.rl_group,
+            "max_new_tokens": cfg.max_new_tokens,
+            "temperature": cfg.temperature,
+            "batch_size": cfg.gen_batch_size,
+        },
+        "reward": reward,
+        "eval_samples": 0,  # the demo evaluates every method itself
+        **options,
+    }
 
 
 class _Timer:
@@ -484,18 +592,22 @@ def run_demo(
     seed: int = 0,
     settings: DemoSettings | None = None,
     methods: str | Sequence[str] = "dpo",
+    eval_prompts_file: str | Path | None = None,
+    betas: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """Run the whole demo into ``output_dir``; returns the summary (also ``summary.json``).
 
     ``methods`` (e.g. ``"dpo,ipo,kto,orpo,simpo"``, see :data:`DEMO_METHODS`) each align the same
     base policy on the same pairs; every one is evaluated on the same held-out prompts, and the
     summary's ``methods`` and the report put them side by side. ``before``/``after``/``kl`` keep the
-    first method's numbers.
+    first method's numbers. ``betas`` trains each method once per KL strength (``dpo@0.1``, ...;
+    :func:`kl_field`) and the report draws each method's reward-vs-KL frontier. ``eval_prompts_file`` replaces the held-out titles: a ``.txt`` file of
+    movie titles (one per line, put into the demo's prompt) or rows with a ``prompt`` field.
     """
     import torch
 
     from prefalign.eval.metrics import kl_to_reference, pearson
-    from prefalign.eval.report import bars_png, curve_png, histogram_png, scatter_png, write_report
+    from prefalign.eval.report import bars_png, curve_png, frontier_png, histogram_png, write_report
     from prefalign.models import load_causal_lm, load_reward_model
     from prefalign.rollout import GenerationStats, SamplingConfig, generate
     from prefalign.utils import seed_everything
@@ -512,6 +624,9 @@ def run_demo(
         train_titles, eval_titles = split_titles(load_titles(), cfg.train_prompts, cfg.eval_prompts, seed)
         train_prompts = [PROMPT_TEMPLATE.format(title=t) for t in train_titles]
         eval_prompts = [PROMPT_TEMPLATE.format(title=t) for t in eval_titles]
+        if eval_prompts_file is not None:
+            eval_prompts = load_eval_prompts(eval_prompts_file)
+        (out / "prompts.txt").write_text("".join(p + "\n" for p in train_prompts), encoding="utf-8")
         base, tokenizer = load_causal_lm(POLICY)
     sampling = SamplingConfig(
         max_new_tokens=cfg.max_new_tokens,
@@ -543,13 +658,15 @@ def run_demo(
     base_prompt_ids = {s.prompt_index: s.prompt_ids for s in before_samples}
 
     results: dict[str, dict[str, Any]] = {}
-    for method in method_names:
-        with timer.stage(method):
-            result = train_policy(out, cfg, seed, method)
+    runs = [(m, b) for m in method_names for b in (betas or [None])]
+    for method, beta in runs:
+        name = run_name(method, beta)
+        with timer.stage(name):
+            result = train_policy(out, cfg, seed, method, beta)
             losses = [
-                json.loads(line)["loss"] for line in (out / method / "metrics.jsonl").read_text().splitlines()
+                json.loads(line)["loss"] for line in (out / name / "metrics.jsonl").read_text().splitlines()
             ]
-        with timer.stage(f"evaluate {method}"):
+        with timer.stage(f"evaluate {name}"):
             # The policy's own tokenizer: conditional training adds control tokens to it.
             policy, policy_tokenizer = load_causal_lm(result.final_dir)
             prefix = DEMO_METHODS[method].get("response_prefix", "")
@@ -565,7 +682,9 @@ def run_demo(
                 reference_prompt_ids=[base_prompt_ids[s.prompt_index] for s in samples] if prefix else None,
             )
             del policy
-        results[method] = {
+        results[name] = {
+            "method": method,
+            "beta": beta,
             "metrics": metrics,
             "gold": gold,
             "rm": rm_scores,
@@ -574,7 +693,7 @@ def run_demo(
             "steps": result.steps,
             "losses": losses,
         }
-    first = results[method_names[0]]
+    first = results[run_name(*runs[0])]
     after, after_gold, after_rm, after_samples = (
         first["metrics"],
         first["gold"],
@@ -600,7 +719,7 @@ def run_demo(
         **{k: v for k, v in feedback.items() if k not in ("raters", "suspected_spammers")},
         "train_eos_rate": sum(s.finished for s in train_samples) / max(1, len(train_samples)),
         "generation_tokens_per_second": round(gen_stats.tokens_per_second, 1),
-        "method": method_names[0],
+        "method": run_name(*runs[0]),
         "dpo_steps": first["steps"],
         "dpo_final_loss": dpo_losses[-1] if dpo_losses else float("nan"),
         "methods": {
@@ -611,6 +730,8 @@ def run_demo(
                 "steps": r["steps"],
                 "final_loss": r["losses"][-1] if r["losses"] else float("nan"),
                 "train_seconds": timer.stages.get(name, float("nan")),
+                "kl_field": kl_field(r["method"]),
+                "beta": r["beta"],
             }
             for name, r in results.items()
         },
@@ -656,7 +777,7 @@ def run_demo(
     ]
     plots = [
         (
-            f"VADER compound of held-out completions, before vs after {method_names[0]}",
+            f"VADER compound of held-out completions, before vs after {run_name(*runs[0])}",
             histogram_png(before_gold, after_gold, title="VADER compound (gold)", xlabel="compound"),
         ),
         (
@@ -678,12 +799,17 @@ def run_demo(
                 )
             )
     if len(results) > 1:
+        frontier: dict[str, list[tuple[float, float, str]]] = {}
+        for name, r in results.items():
+            label = f"{r['beta']:g}" if r["beta"] is not None else name
+            frontier.setdefault(r["method"], []).append((r["kl"]["kl"], r["metrics"]["gold_mean"], label))
         plots.insert(
             0,
             (
-                "Gold score (VADER mean) against KL to the reference, one point per method",
-                scatter_png(
-                    {name: (r["kl"]["kl"], r["metrics"]["gold_mean"]) for name, r in results.items()},
+                "Reward-vs-KL frontier: gold score (VADER mean) against KL to the reference, one line "
+                "per method" + (", points labelled by the KL strength" if betas else ""),
+                frontier_png(
+                    frontier,
                     title="gold vs KL",
                     xlabel="KL(policy || reference), nats",
                     ylabel="VADER compound mean",

@@ -101,28 +101,40 @@ def curve_png(values: Sequence[float], *, title: str, ylabel: str) -> str:
     return _png(fig)
 
 
-def scatter_png(
-    points: dict[str, tuple[float, float]],
+def frontier_png(
+    series: dict[str, list[tuple[float, float, str]]],
     *,
     title: str,
     xlabel: str,
     ylabel: str,
     baseline: tuple[str, float] | None = None,
 ) -> str:
-    """Labelled points (name -> (x, y)), e.g. each method's gold score against its KL, as a data URI."""
+    """One line per series (name -> labelled points ``(x, y, label)``, joined in x order), e.g. each
+    method's gold score against its KL over a sweep of its KL strength; as a data URI."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
-    for name, (x, y) in points.items():
-        if _finite(x) and _finite(y):
-            ax.scatter([x], [y], color="#2f7ed8")
-            ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=9)
+    for name, points in series.items():
+        shown = sorted((x, y, label) for x, y, label in points if _finite(x) and _finite(y))
+        if not shown:
+            continue
+        line = ax.plot([p[0] for p in shown], [p[1] for p in shown], marker="o", label=name)[0]
+        for x, y, label in shown:
+            if label != name:
+                ax.annotate(
+                    label,
+                    (x, y),
+                    textcoords="offset points",
+                    xytext=(5, 4),
+                    fontsize=8,
+                    color=line.get_color(),
+                )
     if baseline is not None:
         ax.axhline(baseline[1], color="#8c8c8c", linestyle="--", linewidth=1, label=baseline[0])
-        ax.legend()
+    ax.legend(fontsize=8)
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
