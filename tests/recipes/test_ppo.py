@@ -113,7 +113,12 @@ def test_two_processes_give_the_same_run_as_one(tmp_path: Path) -> None:
 
 def test_reward_rises_on_held_out_prompts(tmp_path: Path) -> None:
     # The rule pays 1 for a completion starting with a-m: the random model does it ~1/4 of the time.
-    common = ["train.save_every=0", "reward.missing_eos_penalty=0", "kl_coef=0.01", "train.learning_rate=3e-2"]
+    common = [
+        "train.save_every=0",
+        "reward.missing_eos_penalty=0",
+        "kl_coef=0.01",
+        "train.learning_rate=3e-2",
+    ]
     assert _run(tmp_path / "base", *common, "train.learning_rate=1e-12", "train.max_steps=1") == 0
     assert _run(tmp_path / "trained", *common, "train.max_steps=30") == 0
     rewards = [r["reward"] for r in _lines(tmp_path / "trained")]
