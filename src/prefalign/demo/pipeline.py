@@ -495,7 +495,8 @@ def rl_config(
         "train": {
             "learning_rate": cfg.rl_lr,
             "batch_size": completions if ppo else cfg.rl_prompts_per_step,
-            "micro_batch_size": completions,
+            # 8 completions a forward: 16 took 1.5x the time a step and 7.7 GB instead of 5.2 here.
+            "micro_batch_size": 8,
             "max_steps": cfg.rl_steps,
             "warmup_steps": 2,
             "lr_scheduler": "linear",

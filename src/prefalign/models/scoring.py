@@ -85,7 +85,11 @@ def completion_logps(
     vocab = unwrap_model(model).get_output_embeddings().weight.shape[0]
     attention = batch["attention_mask"]
     if input_ids.shape[0] * keep * vocab <= max_logit_elements or not _uses_plain_head(model):
-        logits = model(input_ids=input_ids, attention_mask=attention, logits_to_keep=keep).logits
+        # An index tensor, not the int: the int slices a non-contiguous view of the hidden states,
+        # which the LM head on the CPU multiplies through bmm with its weight expanded per row
+        # (seconds and a weight-sized copy per row); indexing copies the rows, and the head is one mm.
+        positions = torch.arange(length - keep, length, device=input_ids.device)
+        logits = model(input_ids=input_ids, attention_mask=attention, logits_to_keep=positions).logits
         offset = length - logits.shape[1]  # 0 when the model ignores logits_to_keep
         logits, labels, mask = shift_for_causal_lm(logits, input_ids[:, offset:], loss_mask[:, offset:])
         mask = mask.bool()
