@@ -58,6 +58,7 @@ from prefalign.ops.kl import token_kl
 from prefalign.recipes.common import load_policy_and_reference, saver
 from prefalign.recipes.rollouts import (
     as_rows,
+    check_minibatches,
     evaluate,
     load_prompt_splits,
     minibatches,
@@ -133,12 +134,7 @@ class GRPOConfig:
                 f"sampling.n: estimator {self.estimator!r} compares completions within a group: "
                 f"must be >= 2, got {self.sampling.n}"
             )
-        rollouts = self.train.batch_size * self.sampling.n
-        if self.num_minibatches > rollouts:
-            raise ConfigError(
-                f"num_minibatches: {self.num_minibatches} minibatches of {rollouts} rollouts per step "
-                "(train.batch_size x sampling.n) would leave some empty"
-            )
+        check_minibatches(self.num_minibatches, self.train.batch_size * self.sampling.n)
 
 
 @dataclasses.dataclass

@@ -55,6 +55,7 @@ from prefalign.ops import masked_sum
 from prefalign.recipes.common import load_policy_and_reference, lora_settings, saver
 from prefalign.recipes.rollouts import (
     as_rows,
+    check_minibatches,
     evaluate,
     load_prompt_splits,
     minibatches,
@@ -144,12 +145,7 @@ class PPOConfig:
             raise ConfigError(
                 "normalize_on_reference: needs reward.normalize 'standardize' or 'scale' (it is 'none')"
             )
-        rollouts = self.train.batch_size * self.sampling.n
-        if self.num_minibatches > rollouts:
-            raise ConfigError(
-                f"num_minibatches: {self.num_minibatches} minibatches of {rollouts} rollouts per step "
-                "(train.batch_size x sampling.n) would leave some empty"
-            )
+        check_minibatches(self.num_minibatches, self.train.batch_size * self.sampling.n)
 
 
 @dataclasses.dataclass

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from prefalign.config import DataConfig
+from prefalign.config import ConfigError, DataConfig
 from prefalign.feedback.formats import load_prompts, split_rows
 from prefalign.models.scoring import CompletionLogps, completion_logps, reference_scope
 from prefalign.rewards import RewardBreakdown
@@ -127,6 +127,15 @@ def rollout_metrics(samples: list[Sample]) -> dict[str, float]:
         "completion_length": sum(s.num_tokens for s in samples) / count,
         "eos_rate": sum(s.finished for s in samples) / count,
     }
+
+
+def check_minibatches(num_minibatches: int, rollouts: int) -> None:
+    """A ConfigError when a step's ``rollouts`` cannot fill ``num_minibatches`` minibatches."""
+    if num_minibatches > rollouts:
+        raise ConfigError(
+            f"num_minibatches: {num_minibatches} minibatches of {rollouts} rollouts per step "
+            "(train.batch_size x sampling.n) would leave some empty"
+        )
 
 
 def minibatches(count: int, epochs: int, parts: int, seed: int) -> list[list[int]]:
