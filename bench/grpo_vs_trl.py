@@ -197,7 +197,7 @@ def child_trl(spec: dict[str, Any]) -> dict[str, Any]:
     args = GRPOConfig(
         output_dir=spec["output_dir"],
         use_cpu=True,
-        bf16=False,
+        bf16=spec["precision"] == "bf16",
         fp16=False,
         gradient_checkpointing=False,
         report_to="none",
@@ -342,6 +342,7 @@ def child_prefalign(spec: dict[str, Any]) -> dict[str, Any]:
             "train.eval_every=0",
             "train.save_every=0",
             "train.log_every=1",
+            f"train.precision={spec['precision']}",
             f"sampling.n={case['n']}",
             f"sampling.max_new_tokens={case['max_new_tokens']}",
             f"sampling.min_new_tokens={case['max_new_tokens'] if spec['fixed_length'] else 0}",
@@ -594,6 +595,12 @@ def main(argv: list[str] | None = None) -> int:
         help="ban stop tokens until max_new_tokens on both sides (equal work per step)",
     )
     parser.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="training precision on both sides: fp32, or bf16 autocast (TRL's default, bf16=True)",
+    )
+    parser.add_argument(
         "--wait-quiet",
         type=float,
         default=0.0,
@@ -694,6 +701,7 @@ def main(argv: list[str] | None = None) -> int:
                 "prompts_file": str(prompts_file),
                 "ordered_prompts": ordered,
                 "fixed_length": args.fixed_length,
+                "precision": args.precision,
                 "repeat": repeat,
             }
             reference = max(ceilings[0]["flops_per_s"], args.quiet_gflops * 1e9)
@@ -745,6 +753,7 @@ def main(argv: list[str] | None = None) -> int:
             "repeats": args.repeats,
             "warmup_steps_excluded": WARMUP_STEPS,
             "fixed_length": args.fixed_length,
+            "precision": args.precision,
             "wait_quiet_s": args.wait_quiet,
             "quiet_gflops": args.quiet_gflops,
             "loss_type": LOSS_TYPE,

@@ -362,6 +362,11 @@ class TrainConfig:
     (metrics.jsonl always gets every step)."""
     eval_every: Annotated[int, AtLeast(0)] = 0
     """Evaluate on held-out data every N steps; 0 evaluates only at the end."""
+    precision: Annotated[str, OneOf("auto", "fp32", "bf16")] = "auto"
+    """'bf16': bfloat16 autocast for forward and backward (weights, gradients and optimizer
+    state stay fp32); 'fp32': none; 'auto': bf16 on a GPU that supports it, fp32 on a CPU. On a
+    CPU with native bf16 matmuls (AVX512-BF16 or AMX) 'bf16' trains much faster; see
+    docs/BENCHMARKS.md."""
 
 
 def _unwrap(tp: Any) -> tuple[Any, list[Check]]:

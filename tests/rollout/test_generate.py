@@ -252,23 +252,49 @@ def test_bfloat16_copy_decodes_and_follows_the_policy_after_sync(tiny) -> None:
     assert after == [s.completion_ids for s in fresh.generate(PROMPTS)] and after != before
 
 
-def test_sync_copies_only_the_lora_adapters(tiny) -> None:
+def test_lora_policy_decodes_from_a_merged_copy_that_sync_refreshes(tiny) -> None:
     from peft import LoraConfig, get_peft_model
 
     policy = get_peft_model(copy.deepcopy(tiny[0]), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
-    engine = RolloutEngine(policy, tiny[1], SamplingConfig(dtype="bfloat16"))
+    frozen = {n: p.clone() for n, p in policy.named_parameters() if not p.requires_grad}
+    cfg = SamplingConfig(temperature=0.0, max_new_tokens=6, dtype="bfloat16")
+    engine = RolloutEngine(policy, tiny[1], cfg)
+    # A plain model, adapters merged in: decoding runs no adapter matmuls.
+    assert not any("lora" in n for n, _ in engine.decoder.named_parameters())
+    assert {p.dtype for p in engine.decoder.parameters()} == {torch.bfloat16}
     with torch.no_grad():
         for name, param in policy.named_parameters():
-            param.add_(1.0 if "lora_B" in name else 0.0)
-            if "q_proj.base_layer" in name:
-                param.add_(5.0)  # a frozen weight changing behind the engine's back is not synced
+            if "lora_B" in name:
+                param.add_(torch.randn_like(param) * 0.5)
+    engine.sync()
+    merged = copy.deepcopy(policy).merge_and_unload()
+    theirs = dict(engine.decoder.named_parameters())
+    for name, param in merged.named_parameters():
+        torch.testing.assert_close(theirs[name].float(), param.to(torch.bfloat16).float())
+    fresh = RolloutEngine(merged, tiny[1], cfg)
+    assert [s.completion_ids for s in engine.generate(PROMPTS)] == [
+        s.completion_ids for s in fresh.generate(PROMPTS)
+    ]
+    for name, param in policy.named_parameters():  # building and syncing the copy left the policy alone
+        if name in frozen:
+            assert torch.equal(param, frozen[name])
+
+
+def test_lora_with_trained_token_rows_keeps_an_unmerged_copy(tiny) -> None:
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=4, target_modules=["q_proj"], trainable_token_indices=[5])
+    policy = get_peft_model(copy.deepcopy(tiny[0]), config)
+    engine = RolloutEngine(policy, tiny[1], SamplingConfig(dtype="bfloat16"))
+    with torch.no_grad():
+        for param in policy.parameters():
+            if param.requires_grad:
+                param.add_(1.0)
     engine.sync()
     theirs = dict(engine.decoder.named_parameters())
     for name, param in policy.named_parameters():
-        if "lora_B" in name:
+        if param.requires_grad:  # every trained weight travels, token rows included
             torch.testing.assert_close(theirs[name].float(), param.to(torch.bfloat16).float())
-        if "q_proj.base_layer" in name:
-            assert not torch.allclose(theirs[name].float(), param, atol=1.0)
 
 
 def test_bfloat16_logprobs_are_close_to_the_fp32_scorer(tiny) -> None:

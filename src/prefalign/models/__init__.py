@@ -21,7 +21,10 @@ from prefalign.models.loading import (
     load_reward_model,
     load_tokenizer,
     merge_and_save,
+    mergeable_lora_layers,
+    merged_copy,
     reference_logits_context,
+    sync_merged,
     unwrap_model,
 )
 from prefalign.models.registry import BUILTIN_MODELS, BuiltinModel, models_cache_dir, resolve_model_path
@@ -39,6 +42,9 @@ __all__ = [
     "load_reward_model",
     "load_tokenizer",
     "merge_and_save",
+    "merged_copy",
+    "mergeable_lora_layers",
+    "sync_merged",
     "models_cache_dir",
     "reference_logits_context",
     "resolve_model_path",

@@ -239,6 +239,64 @@ def merge_and_save(model, tokenizer, out_dir: str | os.PathLike) -> Path:
     return Path(out_dir).expanduser().absolute()
 
 
+def mergeable_lora_layers(model) -> dict[str, Any] | None:
+    """The LoRA linears of a peft ``model`` by their name in the merged model, when every trainable
+    weight is a plain LoRA factor of one of them (no DoRA, no trained head or token rows), so the
+    merged weights carry all the training; None otherwise."""
+    model = unwrap_model(model)
+    if not is_peft_model(model):
+        return None
+    from peft.tuners.lora import Linear as LoraLinear
+
+    layers = {n: m for n, m in model.get_base_model().named_modules() if isinstance(m, LoraLinear)}
+    factors = {id(p) for m in layers.values() for p in [*m.lora_A.parameters(), *m.lora_B.parameters()]}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    dora = any(any(m.use_dora.values()) for m in layers.values())
+    if not layers or dora or any(id(p) not in factors for p in trainable):
+        return None
+    return layers
+
+
+@torch.no_grad()
+def merged_weight(layer: Any) -> torch.Tensor:
+    """(out, in) weight of a LoRA linear with its active adapters added: W + (alpha/r) B A."""
+    weight = layer.get_base_layer().weight
+    merged = weight.float()
+    for adapter in layer.active_adapters:
+        if adapter in layer.lora_A:
+            merged = merged + layer.get_delta_weight(adapter).float()
+    return merged
+
+
+@torch.no_grad()
+def merged_copy(model, dtype: torch.dtype) -> tuple[Any, dict[str, Any]]:
+    """``(copy, layers)``: a frozen copy of the peft ``model`` in ``dtype`` with its adapters merged
+    (a plain transformers model: decoding pays no adapter matmuls), and the LoRA linears whose
+    merged weights :func:`sync_merged` refreshes it from. The frozen weights are cast while
+    copying, so memory never holds a second copy in the policy's own dtype."""
+    model = unwrap_model(model)
+    layers = mergeable_lora_layers(model)
+    if layers is None:
+        raise TypeError("merged_copy needs a LoRA model whose trainable weights are all LoRA factors")
+    cast = {
+        id(p): torch.nn.Parameter(p.detach().to(dtype, copy=True), requires_grad=False)
+        for p in model.parameters()
+    }
+    base = copy.deepcopy(model.get_base_model(), memo=dict(cast))
+    for name, layer in layers.items():
+        target = base.get_submodule(name).get_base_layer()
+        target.weight.copy_(merged_weight(layer))
+        base.set_submodule(name, target)
+    return base.requires_grad_(False), layers
+
+
+@torch.no_grad()
+def sync_merged(copy_: torch.nn.Module, layers: dict[str, Any]) -> None:
+    """Write each LoRA linear's current merged weight into the same-named linear of ``copy_``."""
+    for name, layer in layers.items():
+        copy_.get_submodule(name).weight.copy_(merged_weight(layer))
+
+
 def count_parameters(model, *, trainable_only: bool = False) -> int:
     """Number of parameters (shared/tied tensors counted once); only trainable ones if asked."""
     return sum(p.numel() for p in unwrap_model(model).parameters() if p.requires_grad or not trainable_only)

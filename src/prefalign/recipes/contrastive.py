@@ -266,8 +266,7 @@ def train(cfg: ContrastiveConfig, *, variant: ScoreVariant | None = None) -> Run
     eval_rows = [encode_pair(tokenizer, p, cfg.data) for p in eval_pairs]
     plan = step_plan(len(train_rows), cfg.train)
     model = loop.prepare("policy", policy, len(plan))
-    if reference is not None:
-        reference.to(loop.device)
+    reference = loop.frozen(reference) if reference is not None else None
     ctx = Scoring(model, reference, tokenizer.pad_token_id, loop.device, cfg)
     loop.restore()
 

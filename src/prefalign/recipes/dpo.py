@@ -135,8 +135,7 @@ def train(cfg: DPOConfig, *, loss_fn: Callable[..., Any] | None = None) -> RunRe
     eval_rows = [encode_pair(tokenizer, p, cfg.data) for p in eval_pairs]
     plan = step_plan(len(train_rows), cfg.train)
     model = loop.prepare("policy", policy, len(plan))
-    if reference is not None:
-        reference.to(loop.device)
+    reference = loop.frozen(reference) if reference is not None else None
 
     batch = max(1, cfg.train.micro_batch_size)
     train_ref = eval_ref = None

@@ -241,8 +241,7 @@ def train(cfg: GRPOConfig) -> RunResult:
     reward = build_reward(cfg.reward, device=loop.device)
     plan = step_plan(len(prompts), cfg.train)
     model = loop.prepare("policy", policy, len(plan))
-    if reference is not None:
-        reference.to(loop.device)
+    reference = loop.frozen(reference) if reference is not None else None
     loop.restore()
     state: dict[str, Any] = dict(loop.state)
     if state.get("reward"):

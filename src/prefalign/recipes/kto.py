@@ -179,8 +179,7 @@ def train(cfg: KTOConfig, *, loss_fn: Callable[..., Any] = kto_loss) -> RunResul
     console.print(f"kto: {desirable} desirable and {len(labels) - desirable} undesirable training examples")
     plan = step_plan(len(encoded), cfg.train)
     model = loop.prepare("policy", policy, len(plan))
-    if reference is not None:
-        reference.to(loop.device)
+    reference = loop.frozen(reference) if reference is not None else None
 
     size = cfg.train.micro_batch_size
     kl_rows = [mismatched_pairs(encoded, indices, cfg.data.max_length) for indices in plan]

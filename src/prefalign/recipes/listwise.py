@@ -193,8 +193,7 @@ def train(cfg: ListwiseConfig, *, loss_fn: Callable[..., Any] = listwise_dpo_los
     eval_rows = [encode_ranking(tokenizer, r, cfg.data) for r in eval_lists]
     plan = step_plan(len(train_rows), cfg.train)
     model = loop.prepare("policy", policy, len(plan))
-    if reference is not None:
-        reference.to(loop.device)
+    reference = loop.frozen(reference) if reference is not None else None
 
     size = cfg.train.micro_batch_size
     train_ref = None

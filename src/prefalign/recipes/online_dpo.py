@@ -192,8 +192,7 @@ def train(cfg: OnlineDPOConfig, *, loss_fn: Callable[..., Any] | None = None) ->
     reward = build_reward(cfg.reward, device=loop.device)
     plan = step_plan(len(prompts), cfg.train)
     model = loop.prepare("policy", policy, len(plan))
-    if reference is not None:
-        reference.to(loop.device)
+    reference = loop.frozen(reference) if reference is not None else None
     loop.restore()
     if loop.state.get("reward"):
         reward.load_state_dict(loop.state["reward"])

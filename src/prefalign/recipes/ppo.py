@@ -264,8 +264,7 @@ def train(cfg: PPOConfig) -> RunResult:
     plan = step_plan(len(prompts), cfg.train)
     model = loop.prepare("policy", policy, len(plan))
     value_model = loop.prepare("value", critic, len(plan), learning_rate=cfg.value_learning_rate)
-    if reference is not None:
-        reference.to(loop.device)
+    reference = loop.frozen(reference) if reference is not None else None
     loop.restore()
     controller = make_controller(cfg)
     if loop.state:

@@ -10,8 +10,10 @@ string. A sample is ``finished`` when it stopped before ``max_new_tokens``.
 
 The engine decodes with a copy of the policy in ``SamplingConfig.dtype`` when that differs from
 the policy's own (bf16 on CPUs with native bf16 matmuls and on CUDA: the matmuls that dominate
-decoding run several times faster). :meth:`RolloutEngine.sync` copies the trainable weights into
-it after an update (with LoRA only the adapters are trainable, so only they travel). Training
+decoding run several times faster). For a LoRA policy the copy is the plain model with the
+adapters merged in, so decoding pays no adapter matmuls (on this CPU they cost a third of the
+decoding time). :meth:`RolloutEngine.sync` refreshes it after an update: the merged weights of
+the LoRA linears, or the trainable weights of any other policy. Training
 never uses the engine's log-probs: they come from the training model's scorer.
 
 The default is pure ancestral sampling (temperature 1, ``top_k=0``, ``top_p=1``), so the samples
@@ -29,7 +31,7 @@ from typing import Any
 
 import torch
 
-from prefalign.models.loading import unwrap_model
+from prefalign.models.loading import mergeable_lora_layers, merged_copy, sync_merged, unwrap_model
 from prefalign.rollout.hf import decode_rows_hf
 from prefalign.rollout.native import decode_rows
 from prefalign.rollout.sampling import (
@@ -59,6 +61,16 @@ def decode_dtype(cfg: SamplingConfig, model: torch.nn.Module) -> torch.dtype:
     return next(model.parameters()).dtype
 
 
+def _sdpa_attention(model: Any) -> None:
+    """Decode with SDPA attention (on the CPU ~20% faster per token than eager, which a policy may
+    train with in bf16), where the model supports it."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if getattr(getattr(base, "config", None), "_attn_implementation", "sdpa") == "sdpa":
+        return
+    with contextlib.suppress(ValueError, ImportError):
+        base.set_attn_implementation("sdpa")
+
+
 class RolloutEngine:
     """Samples from a policy; keeps a decoding copy in the decode dtype when it differs."""
 
@@ -69,8 +81,13 @@ class RolloutEngine:
         dtype = decode_dtype(self.config, self.policy)
         own = next(self.policy.parameters()).dtype
         self.decoder = self.policy
-        if dtype != own:
+        self._merged: dict[str, Any] = {}
+        if dtype != own and mergeable_lora_layers(self.policy) is not None:
+            self.decoder, self._merged = merged_copy(self.policy, dtype)
+        elif dtype != own:
             self.decoder = copy.deepcopy(self.policy).to(dtype).requires_grad_(False)
+        if self.holds_copy:
+            _sdpa_attention(self.decoder)
         self.stops = stop_token_ids(self.policy, tokenizer)
 
     @property
@@ -79,8 +96,12 @@ class RolloutEngine:
 
     @torch.no_grad()
     def sync(self) -> None:
-        """Copy the policy's trainable weights into the decoding copy (no-op without a copy)."""
+        """Bring the decoding copy up to the policy's weights (no-op without a copy): merged LoRA
+        weights, or else the trainable weights themselves."""
         if not self.holds_copy:
+            return
+        if self._merged:
+            sync_merged(self.decoder, self._merged)
             return
         theirs = dict(self.decoder.named_parameters())
         for name, param in self.policy.named_parameters():

@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import gather_object
 
 from prefalign.config import TrainConfig
@@ -57,11 +58,47 @@ class MicroBatch:
         return len(self.indices) if self.weight else 0
 
 
-def make_accelerator() -> Accelerator:
-    """CUDA with bf16 autocast when a GPU is there, fp32 on the CPU (gloo for several processes)."""
-    cuda = torch.cuda.is_available()
-    mixed = "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
-    return Accelerator(cpu=not cuda, mixed_precision=mixed)
+def mixed_precision(precision: str) -> str:
+    """accelerate's ``mixed_precision`` for ``TrainConfig.precision``: 'bf16' or 'no'."""
+    if precision == "auto":
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    return "bf16" if precision == "bf16" else "no"
+
+
+def make_accelerator(precision: str = "auto") -> Accelerator:
+    """CUDA when a GPU is there, else the CPU (gloo for several processes); bf16 autocast per
+    ``precision`` (see ``TrainConfig.precision``)."""
+    mixed = mixed_precision(precision)
+    if AcceleratorState._shared_state.get("_mixed_precision", mixed) != mixed:
+        # accelerate keeps one precision per process; runs in one process (the demo, tests) may
+        # each ask for another. The process group (PartialState) is kept.
+        AcceleratorState._reset_state()
+    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed)
+
+
+def _frozen_linears_to_bf16(module: torch.nn.Module) -> None:
+    """Store the frozen weights of linear layers in bf16 (a LoRA base, a reference model): bf16
+    autocast would cast them on every forward anyway, and they then take half the memory.
+    Embeddings (and a head tied to them) and norms stay fp32, so the residual stream does too."""
+    embeddings = module.get_input_embeddings() if hasattr(module, "get_input_embeddings") else None
+    tied = id(embeddings.weight) if embeddings is not None else None
+    cast = set()
+    for layer in module.modules():
+        if isinstance(layer, torch.nn.Linear) and not layer.weight.requires_grad and id(layer.weight) != tied:
+            cast |= {id(p) for p in (layer.weight, layer.bias) if p is not None and not p.requires_grad}
+    for param in module.parameters():
+        # The rest is copied too: weights loaded from safetensors are views of the file's memory
+        # map, which stays resident while any tensor still points into it.
+        if not param.requires_grad:
+            param.data = param.data.to(torch.bfloat16) if id(param) in cast else param.data.clone()
+
+
+def _eager_attention(module: torch.nn.Module) -> None:
+    """Switch a transformers model to eager attention: on the CPU in bf16 the SDPA kernel's
+    backward is slower than eager's plain matmuls (docs/BENCHMARKS.md)."""
+    model = module.get_base_model() if hasattr(module, "get_base_model") else module
+    if getattr(getattr(model, "config", None), "_attn_implementation", "eager") != "eager":
+        model.set_attn_implementation("eager")
 
 
 class TrainLoop:
@@ -85,7 +122,7 @@ class TrainLoop:
     @classmethod
     def open(cls, cfg: Any, name: str) -> TrainLoop:
         """Open ``cfg.output_dir`` (``cfg.resume`` / ``cfg.overwrite``) and seed every RNG."""
-        accelerator = make_accelerator()
+        accelerator = make_accelerator(cfg.train.precision)
         ranks = Ranks(accelerator.process_index, accelerator.num_processes, accelerator.wait_for_everyone)
         run = Run.open(cfg.output_dir, cfg, resume=cfg.resume, overwrite=cfg.overwrite, ranks=ranks)
         seed_everything(cfg.train.seed)
@@ -111,6 +148,7 @@ class TrainLoop:
         Returns the wrapped module to call in training; checkpoints hold it under ``name``.
         """
         module.to(self.device)
+        self._adapt(module)
         optimizer, scheduler = build_optimizer(module, self.train, total_steps, learning_rate=learning_rate)
         # The schedule is stepped by us once per optimizer step; accelerate's wrapper would step it
         # once per process, so the same global batch would get another schedule on 2 processes.
@@ -119,6 +157,25 @@ class TrainLoop:
         self.optimizers[name] = optimizer
         self.schedulers[name] = scheduler
         return wrapped
+
+    def frozen(self, module: torch.nn.Module) -> torch.nn.Module:
+        """A module that is only evaluated (a reference model): on the device, in eval mode, its
+        forward in the run's precision like the trained modules'."""
+        module.requires_grad_(False).eval().to(self.device)
+        self._adapt(module)
+        return self.accelerator.prepare_model(module, evaluation_mode=True)
+
+    @property
+    def bf16(self) -> bool:
+        return self.accelerator.mixed_precision == "bf16"
+
+    def _adapt(self, module: torch.nn.Module) -> None:
+        """Fit a module to the run's precision before it is wrapped."""
+        if not self.bf16:
+            return
+        _frozen_linears_to_bf16(module)
+        if self.device.type == "cpu":
+            _eager_attention(module)
 
     def unwrap(self, name: str = "policy") -> torch.nn.Module:
         return self.accelerator.unwrap_model(self.modules[name])
