@@ -19,6 +19,7 @@ from prefalign.rollout import (
     stop_token_ids,
 )
 from prefalign.rollout.hf import _cut_row
+from prefalign.rollout.packed import PackedLinear, packing_available
 from prefalign.rollout.sampling import Decoded
 from prefalign.tokens import render_prompt
 
@@ -268,9 +269,13 @@ def test_lora_policy_decodes_from_a_merged_copy_that_sync_refreshes(tiny) -> Non
                 param.add_(torch.randn_like(param) * 0.5)
     engine.sync()
     merged = copy.deepcopy(policy).merge_and_unload()
-    theirs = dict(engine.decoder.named_parameters())
-    for name, param in merged.named_parameters():
-        torch.testing.assert_close(theirs[name].float(), param.to(torch.bfloat16).float())
+    linears = {n: m for n, m in merged.named_modules() if isinstance(m, torch.nn.Linear)}
+    for name, module in engine.decoder.named_modules():
+        if name in linears and linears[name].weight is not merged.get_input_embeddings().weight:
+            # On a CPU with oneDNN the copy's linears hold packed weights: read W back as I W^T.
+            assert isinstance(module, PackedLinear) == packing_available(engine.decoder)
+            dense = module(torch.eye(module.in_features, dtype=torch.bfloat16)).T
+            torch.testing.assert_close(dense.float(), linears[name].weight.to(torch.bfloat16).float())
     fresh = RolloutEngine(merged, tiny[1], cfg)
     assert [s.completion_ids for s in engine.generate(PROMPTS)] == [
         s.completion_ids for s in fresh.generate(PROMPTS)
@@ -325,3 +330,18 @@ def test_two_level_draw_follows_the_weights_and_never_picks_a_zero() -> None:
     torch.testing.assert_close(
         counts[[3, 255, 256, 511, 599]], weights[0, [3, 255, 256, 511, 599]] / 20, atol=0.01, rtol=0
     )
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN (CPU build)")
+def test_packed_linear_matches_a_bf16_linear_and_takes_new_weights() -> None:
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(24, 40).to(torch.bfloat16)
+    packed = PackedLinear(linear)
+    for shape in [(1, 24), (5, 24), (3, 7, 24)]:  # decoding rows, a prefill, any leading dims
+        x = torch.randn(*shape, dtype=torch.bfloat16)
+        torch.testing.assert_close(packed(x).float(), linear(x).float(), atol=2e-2, rtol=2e-2)
+    new = torch.randn(40, 24)
+    packed.set_weight(new)
+    x = torch.randn(4, 24)
+    expected = torch.nn.functional.linear(x.bfloat16(), new.bfloat16(), linear.bias)
+    torch.testing.assert_close(packed(x).float(), expected.float(), atol=2e-2, rtol=2e-2)

@@ -23,8 +23,8 @@ from prefalign.models.loading import (
     merge_and_save,
     mergeable_lora_layers,
     merged_copy,
+    merged_weight,
     reference_logits_context,
-    sync_merged,
     unwrap_model,
 )
 from prefalign.models.registry import BUILTIN_MODELS, BuiltinModel, models_cache_dir, resolve_model_path
@@ -43,8 +43,8 @@ __all__ = [
     "load_tokenizer",
     "merge_and_save",
     "merged_copy",
+    "merged_weight",
     "mergeable_lora_layers",
-    "sync_merged",
     "models_cache_dir",
     "reference_logits_context",
     "resolve_model_path",

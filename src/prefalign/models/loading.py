@@ -272,7 +272,7 @@ def merged_weight(layer: Any) -> torch.Tensor:
 def merged_copy(model, dtype: torch.dtype) -> tuple[Any, dict[str, Any]]:
     """``(copy, layers)``: a frozen copy of the peft ``model`` in ``dtype`` with its adapters merged
     (a plain transformers model: decoding pays no adapter matmuls), and the LoRA linears whose
-    merged weights :func:`sync_merged` refreshes it from. The frozen weights are cast while
+    merged weights refresh it (:func:`merged_weight`). The frozen weights are cast while
     copying, so memory never holds a second copy in the policy's own dtype."""
     model = unwrap_model(model)
     layers = mergeable_lora_layers(model)
@@ -288,13 +288,6 @@ def merged_copy(model, dtype: torch.dtype) -> tuple[Any, dict[str, Any]]:
         target.weight.copy_(merged_weight(layer))
         base.set_submodule(name, target)
     return base.requires_grad_(False), layers
-
-
-@torch.no_grad()
-def sync_merged(copy_: torch.nn.Module, layers: dict[str, Any]) -> None:
-    """Write each LoRA linear's current merged weight into the same-named linear of ``copy_``."""
-    for name, layer in layers.items():
-        copy_.get_submodule(name).weight.copy_(merged_weight(layer))
 
 
 def count_parameters(model, *, trainable_only: bool = False) -> int:

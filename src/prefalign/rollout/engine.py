@@ -12,8 +12,9 @@ The engine decodes with a copy of the policy in ``SamplingConfig.dtype`` when th
 the policy's own (bf16 on CPUs with native bf16 matmuls and on CUDA: the matmuls that dominate
 decoding run several times faster). For a LoRA policy the copy is the plain model with the
 adapters merged in, so decoding pays no adapter matmuls (on this CPU they cost a third of the
-decoding time). :meth:`RolloutEngine.sync` refreshes it after an update: the merged weights of
-the LoRA linears, or the trainable weights of any other policy. Training
+decoding time), and on the CPU its bf16 linears hold their weights pre-packed for oneDNN
+(:mod:`prefalign.rollout.packed`). :meth:`RolloutEngine.sync` refreshes it after an update: the
+merged weights of the LoRA linears, or the trainable weights of any other policy. Training
 never uses the engine's log-probs: they come from the training model's scorer.
 
 The default is pure ancestral sampling (temperature 1, ``top_k=0``, ``top_p=1``), so the samples
@@ -31,9 +32,10 @@ from typing import Any
 
 import torch
 
-from prefalign.models.loading import mergeable_lora_layers, merged_copy, sync_merged, unwrap_model
+from prefalign.models.loading import mergeable_lora_layers, merged_copy, merged_weight, unwrap_model
 from prefalign.rollout.hf import decode_rows_hf
 from prefalign.rollout.native import decode_rows
+from prefalign.rollout.packed import PackedLinear, pack_linears, packing_available
 from prefalign.rollout.sampling import (
     Decoded,
     GenerationStats,
@@ -84,6 +86,8 @@ class RolloutEngine:
         self._merged: dict[str, Any] = {}
         if dtype != own and mergeable_lora_layers(self.policy) is not None:
             self.decoder, self._merged = merged_copy(self.policy, dtype)
+            if packing_available(self.decoder):
+                pack_linears(self.decoder)
         elif dtype != own:
             self.decoder = copy.deepcopy(self.policy).to(dtype).requires_grad_(False)
         if self.holds_copy:
@@ -101,7 +105,12 @@ class RolloutEngine:
         if not self.holds_copy:
             return
         if self._merged:
-            sync_merged(self.decoder, self._merged)
+            for name, layer in self._merged.items():
+                target = self.decoder.get_submodule(name)
+                if isinstance(target, PackedLinear):
+                    target.set_weight(merged_weight(layer))
+                else:
+                    target.weight.copy_(merged_weight(layer))
             return
         theirs = dict(self.decoder.named_parameters())
         for name, param in self.policy.named_parameters():
