@@ -70,11 +70,14 @@ def completion_logps(
     *,
     temperature: float = 1.0,
     max_logit_elements: int = DEFAULT_MAX_LOGIT_ELEMENTS,
+    share_prompts: bool = False,
 ) -> CompletionLogps:
     """Log-probs of ``batch``'s completion tokens (a :func:`prefalign.tokens.right_pad` batch).
 
     ``temperature`` divides the logits first, so sampled tokens are scored under the distribution
-    they were drawn from. Gradients flow when called with grad enabled.
+    they were drawn from. Gradients flow when called with grad enabled. ``share_prompts``: rows
+    with the same prompt (a group of samples) run it through the model once (see
+    :func:`_shared_prompt_logps`); the result is the same, in the same layout.
     """
     input_ids, loss_mask = batch["input_ids"], batch["loss_mask"]
     length = input_ids.shape[1]
@@ -84,7 +87,11 @@ def completion_logps(
     keep = length - max(first - 1, 0)
     vocab = unwrap_model(model).get_output_embeddings().weight.shape[0]
     attention = batch["attention_mask"]
-    if input_ids.shape[0] * keep * vocab <= max_logit_elements or not _uses_plain_head(model):
+    fits = input_ids.shape[0] * keep * vocab <= max_logit_elements
+    groups = _prompt_groups(batch) if share_prompts and fits and _uses_plain_head(model) else None
+    if groups is not None:
+        return _shared_prompt_logps(model, batch, groups, first, temperature)
+    if fits or not _uses_plain_head(model):
         # An index tensor, not the int: the int slices a non-contiguous view of the hidden states,
         # which the LM head on the CPU multiplies through bmm with its weight expanded per row
         # (seconds and a weight-sized copy per row); indexing copies the rows, and the head is one mm.
@@ -95,6 +102,81 @@ def completion_logps(
         mask = mask.bool()
         return CompletionLogps(token_logps(logits.float(), labels, temperature).masked_fill(~mask, 0.0), mask)
     return _chunked_logps(model, batch, keep, temperature, max(1, max_logit_elements // vocab))
+
+
+def _prompt_groups(batch: dict[str, torch.Tensor]) -> tuple[list[list[int]], torch.Tensor] | None:
+    """``(prompts, group)``: the batch's distinct prompts and each row's index among them (B,);
+    None when no prompt repeats, a row has no completion or an empty prompt, or rows are not
+    contiguous (prompt + completion from column 0, as :func:`right_pad` lays them out)."""
+    loss_mask, attention = batch["loss_mask"].bool(), batch["attention_mask"].bool()
+    starts = loss_mask.float().argmax(dim=1)
+    if not loss_mask.any(dim=1).all() or bool((starts == 0).any()):
+        return None
+    ends = starts + loss_mask.sum(dim=1)
+    columns = torch.arange(loss_mask.shape[1], device=loss_mask.device)
+    if not torch.equal(attention, columns[None] < ends[:, None]):
+        return None
+    rows = [tuple(ids[:n].tolist()) for ids, n in zip(batch["input_ids"], starts.tolist(), strict=True)]
+    index: dict[tuple[int, ...], int] = {}
+    group = [index.setdefault(r, len(index)) for r in rows]
+    if len(index) == len(rows):
+        return None
+    return [list(r) for r in index], torch.tensor(group, device=loss_mask.device)
+
+
+def _shared_prompt_logps(
+    model: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    groups: tuple[list[list[int]], torch.Tensor],
+    first: int,
+    temperature: float,
+) -> CompletionLogps:
+    """Completion log-probs with each distinct prompt run once: the prompts (left-padded) go
+    through the model, their KV cache is repeated per row (an index_select, so gradients reach
+    the prompt pass), then the completions run on top of it. The work of a group of n samples
+    drops from n (prompt + completion) to one prompt + n completions. Same values and layout
+    as the one-pass scorer (``first``: the batch's first completion column)."""
+    prompts, group = groups
+    input_ids, loss_mask = batch["input_ids"], batch["loss_mask"].bool()
+    device = input_ids.device
+    starts, counts = loss_mask.float().argmax(dim=1), loss_mask.sum(dim=1)
+    width = max(len(p) for p in prompts)
+    prompt_ids = torch.zeros((len(prompts), width), dtype=torch.long, device=device)
+    prompt_mask = torch.zeros_like(prompt_ids)
+    for i, p in enumerate(prompts):
+        prompt_ids[i, width - len(p) :] = torch.tensor(p, device=device)
+        prompt_mask[i, width - len(p) :] = 1
+    out = model(
+        input_ids=prompt_ids,
+        attention_mask=prompt_mask,
+        position_ids=(prompt_mask.cumsum(1) - 1).clamp(min=0),
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    cache = out.cache
+    cache.reorder_cache(group)  # (P, ...) -> (B, ...)
+    longest = int(counts.max())
+    steps = torch.arange(longest, device=device)
+    columns = (starts[:, None] + steps[None]).clamp(max=input_ids.shape[1] - 1)
+    completion_mask = steps[None] < counts[:, None]
+    completion = input_ids.gather(1, columns).masked_fill(~completion_mask, 0)
+    rest = model(
+        input_ids=completion,
+        attention_mask=torch.cat([prompt_mask[group], completion_mask.long()], dim=1),
+        position_ids=starts[:, None] + steps[None],
+        cache=cache,
+        logits_to_keep=torch.arange(longest - 1, device=device),
+    ).logits
+    # The prompt's last logits score completion token 0; completion position k scores token k + 1.
+    logits = torch.cat([out.logits[:, -1:][group], rest], dim=1).float()
+    token = token_logps(logits, completion, temperature).masked_fill(~completion_mask, 0.0)
+    # Back into the one-pass layout: row i's token k sits at column starts_i + k - first.
+    layout = torch.zeros((input_ids.shape[0], input_ids.shape[1] - first), dtype=token.dtype, device=device)
+    rows = torch.arange(input_ids.shape[0], device=device)[:, None].expand_as(columns)
+    at = (rows[completion_mask], (columns - first)[completion_mask])
+    layout = layout.index_put(at, token[completion_mask])
+    mask = torch.zeros(layout.shape, dtype=torch.bool, device=device).index_put(at, torch.tensor(True))
+    return CompletionLogps(layout, mask)
 
 
 def _chunked_logps(

@@ -190,7 +190,9 @@ def micro_loss(
     reference (the loss-side KL; None: no KL term) and the sampling policy (None when this is the
     only update: the sampling policy is the current one, so the current log-probs, detached).
     """
-    out = completion_logps(model, batch, temperature=max(cfg.sampling.temperature, 1e-6))
+    # A group's samples share their prompt: it runs once per micro-batch, not once per sample.
+    temperature = max(cfg.sampling.temperature, 1e-6)
+    out = completion_logps(model, batch, temperature=temperature, share_prompts=True)
     per_token, metrics = ppo_policy_loss(
         out.token_logps,
         out.token_logps.detach() if old_rows is None else as_rows(old_rows, out.mask),
@@ -260,9 +262,13 @@ def train(cfg: GRPOConfig) -> RunResult:
 
         def forward(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
             if of_reference:
-                out = reference_logps(loop.unwrap("policy"), reference, batch, temperature)
+                out = reference_logps(
+                    loop.unwrap("policy"), reference, batch, temperature, share_prompts=True
+                )
             else:
-                out = completion_logps(loop.unwrap("policy"), batch, temperature=temperature)
+                out = completion_logps(
+                    loop.unwrap("policy"), batch, temperature=temperature, share_prompts=True
+                )
             return out.token_logps, out.mask
 
         size = cfg.train.micro_batch_size

@@ -172,7 +172,7 @@ def micro_loss(
     reference-free loss). With a reference, ``kl`` is the k1 estimate ``log pi - log ref`` summed
     over each completion's tokens, averaged over the chosen and rejected completions.
     """
-    out = completion_logps(model, batch)
+    out = completion_logps(model, batch, share_prompts=True)  # chosen and rejected share the prompt
     losses, metrics = pair_loss(loss, cfg, out.sums, out.counts, ref, loss_fn)
     if ref is not None:
         policy = torch.stack(out.sums.detach().chunk(2), dim=1)  # (B, 2)
@@ -213,7 +213,7 @@ def train(cfg: OnlineDPOConfig, *, loss_fn: Callable[..., Any] | None = None) ->
             batch = loop.to_device(pair_batch([rows[i] for i in micro.indices], pad_id))
             ref = None
             if loss.reference:
-                ref_sums = reference_logps(loop.unwrap("policy"), reference, batch).sums
+                ref_sums = reference_logps(loop.unwrap("policy"), reference, batch, share_prompts=True).sums
                 ref = torch.stack(ref_sums.chunk(2), dim=1)
             losses, metrics = micro_loss(model, batch, ref, loss, cfg, loss_fn)
             loop.backward(losses, micro, metrics)

@@ -35,12 +35,17 @@ def rollout_batch(samples: list[Sample], pad_id: int) -> dict[str, torch.Tensor]
 
 @torch.no_grad()
 def reference_logps(
-    policy: Any, reference: Any, batch: dict[str, torch.Tensor], temperature: float = 1.0
+    policy: Any,
+    reference: Any,
+    batch: dict[str, torch.Tensor],
+    temperature: float = 1.0,
+    *,
+    share_prompts: bool = False,
 ) -> CompletionLogps:
     """Log-probs of ``batch`` under the reference (adapters off for LoRA), at the sampling
     ``temperature`` like the policy's, so a KL compares the two distributions sampling uses."""
     with reference_scope(policy, reference) as model:
-        return completion_logps(model, batch, temperature=temperature)
+        return completion_logps(model, batch, temperature=temperature, share_prompts=share_prompts)
 
 
 def reward_metrics(scored: RewardBreakdown) -> dict[str, float]:
