@@ -78,6 +78,7 @@ def _demo(args: argparse.Namespace) -> int:
         quick=args.quick,
         seed=args.seed,
         methods=methods,
+        betas=betas,
         eval_prompts_file=args.eval_prompts,
     )
     return 0

@@ -362,11 +362,12 @@ class TrainConfig:
     (metrics.jsonl always gets every step)."""
     eval_every: Annotated[int, AtLeast(0)] = 0
     """Evaluate on held-out data every N steps; 0 evaluates only at the end."""
-    precision: Annotated[str, OneOf("auto", "fp32", "bf16")] = "auto"
-    """'bf16': bfloat16 autocast for forward and backward (weights, gradients and optimizer
-    state stay fp32); 'fp32': none; 'auto': bf16 on a GPU that supports it, fp32 on a CPU. On a
-    CPU with native bf16 matmuls (AVX512-BF16 or AMX) 'bf16' trains much faster; see
-    docs/BENCHMARKS.md."""
+    precision: Annotated[str, OneOf("auto", "native", "fp32", "bf16")] = "auto"
+    """'bf16': bfloat16 autocast for forward and backward (trained weights, gradients and
+    optimizer state stay fp32; frozen linear weights are stored in bf16); 'fp32': none; 'auto':
+    bf16 on a GPU that supports it, fp32 on a CPU; 'native': bf16 wherever the hardware runs bf16
+    matmuls natively, a CPU with AVX512-BF16 or AMX included (~2.4x faster LoRA training there,
+    docs/BENCHMARKS.md), fp32 elsewhere (an emulated bf16 is slower than fp32)."""
 
 
 def _unwrap(tp: Any) -> tuple[Any, list[Check]]:

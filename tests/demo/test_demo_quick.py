@@ -97,3 +97,17 @@ def test_eval_prompts_from_titles_or_rows(tmp_path: Path) -> None:
     ]
     (tmp_path / "rows.jsonl").write_text('{"prompt": "Praise Heat."}\n')
     assert load_eval_prompts(tmp_path / "rows.jsonl") == ["Praise Heat."]
+
+
+def test_the_cli_hands_methods_betas_and_eval_prompts_to_the_pipeline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import prefalign.demo.pipeline as pipeline
+
+    seen: dict = {}
+    monkeypatch.setattr(pipeline, "run_demo", lambda output_dir, **kwargs: seen.update(kwargs))
+    (tmp_path / "titles.txt").write_text("Alien\n")
+    args = ["demo", "--method", "dpo,grpo", "--betas", "0.02,0.2", "--output-dir", str(tmp_path / "run")]
+    assert main([*args, "--eval-prompts", str(tmp_path / "titles.txt")]) == 0
+    assert seen["methods"] == ["dpo", "grpo"] and seen["betas"] == [0.02, 0.2]
+    assert seen["eval_prompts_file"] == str(tmp_path / "titles.txt")

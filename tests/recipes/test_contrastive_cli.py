@@ -17,6 +17,7 @@ from transformers import AutoModelForCausalLM
 
 from prefalign.cli import build_parser, main
 from prefalign.models import load_causal_lm
+from prefalign.train import read_metrics
 
 VARIANTS = {
     "likelihood-reference": ["score=likelihood", "reference=true"],
@@ -31,10 +32,6 @@ EVAL_KEYS = {
     "eval/scores/negative",
     "eval/negatives",
 }
-
-
-def _metrics(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
 def _run(command: str, out: Path, *extra: str) -> int:
@@ -65,7 +62,7 @@ def _distinct_prompts(tmp_path: Path, n: int = 6) -> Path:
 def test_each_score_runs_end_to_end_and_changes_the_weights(variant: str, tmp_path: Path) -> None:
     out = tmp_path / variant
     assert _run("contrastive", out, *VARIANTS[variant], "train.max_steps=3") == 0
-    rows = _metrics(out)
+    rows = read_metrics(out)
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert all(math.isfinite(r["loss"]) for r in rows)
     assert {"accuracy", "pair_accuracy", "scores/positive", "scores/negative", "negatives"} <= set(rows[0])
@@ -97,7 +94,7 @@ def test_first_loss_with_reference_is_log_one_plus_n(
         _run("contrastive", out, *extra, *lora_args, f"in_batch_negatives={in_batch}", "train.max_steps=2")
         == 0
     )
-    rows = _metrics(out)
+    rows = read_metrics(out)
     assert rows[0]["loss"] == pytest.approx(math.log(1 + negatives), abs=1e-6)
     assert rows[0]["negatives"] == negatives and rows[0]["scores/positive"] == 0.0
     assert rows[1]["loss"] != pytest.approx(math.log(1 + negatives), abs=1e-6)  # parameters changed
@@ -111,7 +108,7 @@ def test_same_prompt_rows_are_not_negatives(tmp_path: Path) -> None:
     out = tmp_path / "out"
     extra = ["data.eval_fraction=0", "train.batch_size=2", "train.max_steps=1"]
     assert _run("contrastive", out, f"data.train={data}", *extra) == 0
-    first = _metrics(out)[0]
+    first = read_metrics(out)[0]
     assert first["negatives"] == 1 and first["loss"] == pytest.approx(math.log(2), abs=1e-6)
 
 
@@ -124,7 +121,7 @@ def test_micro_batch_size_changes_nothing(variant: str, tmp_path: Path) -> None:
     for size in (1, 3, 4):
         out = tmp_path / f"micro-{size}"
         assert _run("contrastive", out, *VARIANTS[variant], f"train.micro_batch_size={size}") == 0
-        runs[size] = (_metrics(out), json.loads((out / "eval.json").read_text()))
+        runs[size] = (read_metrics(out), json.loads((out / "eval.json").read_text()))
     full, full_eval = runs[4]
     assert len(full) == 6 and full[0]["negatives"] > 1
     for size in (1, 3):
@@ -143,7 +140,7 @@ def test_two_processes_give_the_same_run_as_one(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    _same_lines(_metrics(tmp_path / "two"), _metrics(tmp_path / "one"), rel=1e-5)
+    _same_lines(read_metrics(tmp_path / "two"), read_metrics(tmp_path / "one"), rel=1e-5)
 
 
 def test_matches_dpo_with_one_negative_and_summed_log_ratios(tmp_path: Path) -> None:
@@ -163,7 +160,7 @@ def test_matches_dpo_with_one_negative_and_summed_log_ratios(tmp_path: Path) -> 
         )
         == 0
     )
-    dpo, nce = _metrics(tmp_path / "dpo"), _metrics(tmp_path / "nce")
+    dpo, nce = read_metrics(tmp_path / "dpo"), read_metrics(tmp_path / "nce")
     torch.testing.assert_close(
         torch.tensor([r["loss"] for r in nce]), torch.tensor([r["loss"] for r in dpo]), rtol=0, atol=1e-5
     )
@@ -183,9 +180,9 @@ def test_resume_reproduces_the_uninterrupted_run(
     crashed = tmp_path / "crashed"
     with kill_after_checkpoint(4):
         _run("contrastive", crashed, *VARIANTS[variant])
-    assert len(_metrics(crashed)) == 4
+    assert len(read_metrics(crashed)) == 4
     assert _run("contrastive", crashed, *VARIANTS[variant], "--resume") == 0
-    _same_lines(_metrics(crashed), _metrics(straight), rel=1e-6)
+    _same_lines(read_metrics(crashed), read_metrics(straight), rel=1e-6)
     assert json.loads((crashed / "eval.json").read_text()) == pytest.approx(
         json.loads((straight / "eval.json").read_text()), abs=1e-6
     )

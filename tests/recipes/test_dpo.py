@@ -14,6 +14,7 @@ from prefalign.cli import main
 from prefalign.config import load_config
 from prefalign.losses import PAIRWISE_LOSSES
 from prefalign.recipes.dpo import DPOConfig
+from prefalign.train import read_metrics
 
 # Options each loss runs with: the smoothed variants with their smoothing on.
 LOSS_OPTIONS = {
@@ -25,10 +26,6 @@ LOSS_OPTIONS = {
     "simpo": {},
     "orpo": {},
 }
-
-
-def _metrics(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
 def _eval(out: Path) -> dict:
@@ -57,7 +54,7 @@ def test_every_pairwise_loss_trains(loss: str, tmp_path: Path) -> None:
     overrides += ["train.max_steps=3", "train.save_every=0"]
     out = tmp_path / loss
     assert _run(out, *overrides) == 0
-    rows = _metrics(out)
+    rows = read_metrics(out)
     assert [r["step"] for r in rows] == [1, 2, 3]
     for row in rows:
         for key in ("loss", "rewards/margin", "rewards/chosen", "logps/chosen", "grad_norm"):
@@ -86,11 +83,11 @@ def test_micro_batch_size_does_not_change_the_steps(loss: str, tmp_path: Path) -
         out = tmp_path / f"micro-{micro}"
         assert _run(out, *common, f"train.micro_batch_size={micro}") == 0
         runs[micro] = out
-    full = _metrics(runs[4])
+    full = read_metrics(runs[4])
     assert len(full) == 5
     for micro in (1, 3):
         _assert_same_metrics(
-            _metrics(runs[micro]), full, ("loss", "rewards/margin", "rewards/accuracy", "grad_norm")
+            read_metrics(runs[micro]), full, ("loss", "rewards/margin", "rewards/accuracy", "grad_norm")
         )
         assert _eval(runs[micro])["eval/loss"] == pytest.approx(
             _eval(runs[4])["eval/loss"], rel=1e-5, abs=1e-5
@@ -101,7 +98,7 @@ def test_reference_scored_per_step_equals_the_precomputed_cache(tmp_path: Path) 
     common = ["train.max_steps=3", "train.save_every=0"]
     assert _run(tmp_path / "cached", *common, "precompute_reference=true") == 0
     assert _run(tmp_path / "live", *common, "precompute_reference=false") == 0
-    cached, live = _metrics(tmp_path / "cached"), _metrics(tmp_path / "live")
+    cached, live = read_metrics(tmp_path / "cached"), read_metrics(tmp_path / "live")
     _assert_same_metrics(live, cached, ("loss", "rewards/margin", "rewards/chosen", "rewards/rejected"))
     assert live[0]["loss"] == pytest.approx(math.log(2), abs=1e-5)
     assert _eval(tmp_path / "live")["eval/loss"] == pytest.approx(
@@ -113,7 +110,7 @@ def test_reference_scored_per_step_equals_the_precomputed_cache(tmp_path: Path) 
 def test_sft_coef_adds_half_the_chosen_nll(loss: str, tmp_path: Path) -> None:
     out = tmp_path / loss
     assert _run(out, f"loss={loss}", "sft_coef=0.5", "train.max_steps=2", "train.save_every=0") == 0
-    for row in _metrics(out):
+    for row in read_metrics(out):
         assert row["nll/chosen"] > 0
         expected = row["loss/preference"] + 0.5 * row["nll/chosen"]
         assert row["loss"] == pytest.approx(expected, rel=1e-5, abs=1e-5)

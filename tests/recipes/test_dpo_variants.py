@@ -20,11 +20,7 @@ from prefalign.models import load_causal_lm
 from prefalign.models.scoring import completion_logps
 from prefalign.recipes import common, dpo
 from prefalign.recipes.common import encode_pair, load_pair_splits, pair_batch
-from prefalign.train import step_plan
-
-
-def _metrics(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+from prefalign.train import read_metrics, step_plan
 
 
 def _run(command: str, out: Path, *extra: str) -> int:
@@ -32,7 +28,7 @@ def _run(command: str, out: Path, *extra: str) -> int:
 
 
 def _check_run_contract(out: Path, steps: int) -> list[dict]:
-    rows = _metrics(out)
+    rows = read_metrics(out)
     assert [r["step"] for r in rows] == list(range(1, steps + 1))
     assert all(math.isfinite(r["loss"]) for r in rows)
     assert (out / "config.yaml").exists() and (out / "eval.json").exists()
@@ -93,7 +89,7 @@ def test_simpo_gamma_zero_reaches_the_loss() -> None:
 def test_sft_coef_adds_the_chosen_nll(tmp_path: Path) -> None:
     out = tmp_path / "rpo"
     assert _run("dpo", out, "sft_coef=0.5", "train.max_steps=2", "train.save_every=0") == 0
-    first = _metrics(out)[0]
+    first = read_metrics(out)[0]
     assert first["loss/preference"] == pytest.approx(math.log(2), abs=1e-5)  # policy == reference
     assert first["nll/chosen"] > 0
     assert first["loss"] == pytest.approx(math.log(2) + 0.5 * first["nll/chosen"], abs=1e-5)

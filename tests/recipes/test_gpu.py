@@ -7,7 +7,6 @@ and save a final model that loads.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -18,6 +17,7 @@ import torch
 
 from prefalign.cli import main
 from prefalign.recipes import RECIPES
+from prefalign.train import read_metrics
 
 pytestmark = [
     pytest.mark.gpu,
@@ -38,7 +38,7 @@ def test_recipe_trains_on_the_gpu(command: str, tmp_path: Path) -> None:
         "train.save_every=1",
     ]
     assert main([command, *args]) == 0
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(out)
     assert [r["step"] for r in rows] == [1, 2]
     assert all(math.isfinite(r["loss"]) for r in rows)
     assert torch.cuda.max_memory_allocated() > 0
@@ -61,7 +61,6 @@ def test_killed_run_resumes_on_the_gpu(
         run(tmp_path / "crashed", "train.save_every=2")
     assert run(tmp_path / "crashed", "train.save_every=2", "--resume") == 0
     straight, resumed = (
-        [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
-        for out in (tmp_path / "straight", tmp_path / "crashed")
+        [row["loss"] for row in read_metrics(out)] for out in (tmp_path / "straight", tmp_path / "crashed")
     )
     assert resumed == pytest.approx(straight, rel=1e-3)

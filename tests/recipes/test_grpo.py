@@ -16,14 +16,11 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from prefalign.cli import main
+from prefalign.train import read_metrics
 
 
 def _run(out: Path, *extra: str) -> int:
     return main(["grpo", "--config", "configs/tiny.yaml", "--output-dir", str(out), *extra])
-
-
-def _lines(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
 def _same(got: list[dict], expected: list[dict], keys: tuple[str, ...], rel: float) -> None:
@@ -36,7 +33,7 @@ def _same(got: list[dict], expected: list[dict], keys: tuple[str, ...], rel: flo
 def test_runs_logs_the_rl_metrics_and_saves(tmp_path: Path) -> None:
     out = tmp_path / "grpo"
     assert _run(out) == 0
-    rows = _lines(out)
+    rows = read_metrics(out)
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     for key in (
         "loss",
@@ -69,7 +66,7 @@ def test_micro_batch_size_changes_nothing(tmp_path: Path) -> None:
             _run(tmp_path / str(size), f"train.micro_batch_size={size}", "train.save_every=0", "loss=dapo")
             == 0
         )
-        runs[size] = _lines(tmp_path / str(size))
+        runs[size] = read_metrics(tmp_path / str(size))
     for size in (1, 3):
         _same(runs[size], runs[8], ("loss", "grad_norm", "reward", "entropy"), rel=1e-4)
 
@@ -83,7 +80,10 @@ def test_resume_reproduces_the_uninterrupted_run(
         _run(tmp_path / "crashed", *extra)
     assert _run(tmp_path / "crashed", *extra, "--resume") == 0
     _same(
-        _lines(tmp_path / "crashed"), _lines(tmp_path / "straight"), ("loss", "grad_norm", "reward"), rel=1e-6
+        read_metrics(tmp_path / "crashed"),
+        read_metrics(tmp_path / "straight"),
+        ("loss", "grad_norm", "reward"),
+        rel=1e-6,
     )
 
 
@@ -91,7 +91,7 @@ def test_resume_reproduces_the_uninterrupted_run(
 def test_kl_to_the_reference_starts_at_zero_and_grows(lora: bool, tmp_path: Path) -> None:
     extra = ["beta=0.1", "train.learning_rate=5e-2", f"model.lora={str(lora).lower()}", "train.save_every=0"]
     assert _run(tmp_path / "kl", *extra) == 0
-    rows = _lines(tmp_path / "kl")
+    rows = read_metrics(tmp_path / "kl")
     assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-6)  # the policy starts as its reference
     assert rows[-1]["kl"] > 1e-6
 
@@ -102,7 +102,7 @@ def test_kl_to_the_reference_starts_at_zero_and_grows(lora: bool, tmp_path: Path
 )
 def test_variants_run_and_change_the_weights(variant: list[str], tmp_path: Path) -> None:
     assert _run(tmp_path / "v", *variant, "train.save_every=0") == 0
-    rows = _lines(tmp_path / "v")
+    rows = read_metrics(tmp_path / "v")
     assert all(math.isfinite(r["loss"]) for r in rows) and any(r["grad_norm"] > 0 for r in rows)
 
 
@@ -151,7 +151,7 @@ def test_reward_rises_on_held_out_prompts(tmp_path: Path) -> None:
     common = ["train.save_every=0", "reward.missing_eos_penalty=0"]
     assert _run(tmp_path / "base", *common, "train.learning_rate=1e-12", "train.max_steps=1") == 0
     assert _run(tmp_path / "trained", *common, "train.max_steps=40") == 0
-    rewards = [r["reward"] for r in _lines(tmp_path / "trained")]
+    rewards = [r["reward"] for r in read_metrics(tmp_path / "trained")]
     assert sum(rewards[-10:]) / 10 > sum(rewards[:10]) / 10 + 0.25
     base, trained = (
         json.loads((tmp_path / n / "eval.json").read_text())["eval/reward"] for n in ("base", "trained")
@@ -168,8 +168,8 @@ def test_two_processes_give_the_same_run_as_one(tmp_path: Path) -> None:
     command += ["grpo", "--config", "configs/tiny.yaml", "--output-dir", str(tmp_path / "two"), *common]
     subprocess.run(command, check=True, capture_output=True, timeout=600)
     _same(
-        _lines(tmp_path / "two"),
-        _lines(tmp_path / "one"),
+        read_metrics(tmp_path / "two"),
+        read_metrics(tmp_path / "one"),
         ("loss", "grad_norm", "reward", "entropy"),
         rel=1e-4,
     )
@@ -198,7 +198,7 @@ def test_rloo_and_reinforce_pay_the_kl_in_the_reward(command: str, tmp_path: Pat
     assert (
         main([command, "--config", "configs/tiny.yaml", "--output-dir", str(out), "train.save_every=0"]) == 0
     )
-    rows = _lines(out)
+    rows = read_metrics(out)
     assert all(math.isfinite(r["loss"]) for r in rows) and any(r["grad_norm"] > 0 for r in rows)
     assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-5) and rows[-1]["kl"] > 1e-4
     config = (out / "config.yaml").read_text()
@@ -216,13 +216,16 @@ def test_reinforce_resume_restores_the_baseline(
         run(tmp_path / "crashed")
     assert run(tmp_path / "crashed", "--resume") == 0
     _same(
-        _lines(tmp_path / "crashed"), _lines(tmp_path / "straight"), ("loss", "grad_norm", "reward"), rel=1e-6
+        read_metrics(tmp_path / "crashed"),
+        read_metrics(tmp_path / "straight"),
+        ("loss", "grad_norm", "reward"),
+        rel=1e-6,
     )
 
 
 def test_several_updates_per_generation_move_the_ratio(tmp_path: Path) -> None:
     extra = ["num_iterations=2", "num_minibatches=2", "train.save_every=0", "beta=0.05"]
     assert _run(tmp_path / "it", *extra) == 0
-    rows = _lines(tmp_path / "it")
+    rows = read_metrics(tmp_path / "it")
     assert all(r["updates"] == 4 for r in rows)
     assert max(r["clip_fraction"] for r in rows) > 0 and max(r["approx_kl"] for r in rows) > 0

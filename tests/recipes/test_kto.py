@@ -20,13 +20,12 @@ from prefalign.config import load_config
 from prefalign.losses.preference import kto_loss
 from prefalign.models import load_causal_lm
 from prefalign.recipes import kto
-from prefalign.train import MicroBatch, step_plan
+from prefalign.train import MicroBatch, read_metrics, step_plan
 
 
 def _lines(out: Path) -> list[dict]:
     """metrics.jsonl without the wall-clock field."""
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k != "elapsed_s"} for r in rows]
+    return [{k: v for k, v in r.items() if k != "elapsed_s"} for r in read_metrics(out)]
 
 
 def _run(out: Path, *extra: str) -> int:

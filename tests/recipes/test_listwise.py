@@ -19,13 +19,12 @@ from prefalign.losses import listwise_dpo_loss
 from prefalign.models import load_causal_lm
 from prefalign.recipes import listwise
 from prefalign.recipes.common import weighted_means
-from prefalign.train import step_plan
+from prefalign.train import read_metrics, step_plan
 
 
 def _lines(out: Path) -> list[dict]:
     """metrics.jsonl without the wall-clock field."""
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k != "elapsed_s"} for r in rows]
+    return [{k: v for k, v in r.items() if k != "elapsed_s"} for r in read_metrics(out)]
 
 
 def _run(command: str, out: Path, *extra: str) -> int:

@@ -17,16 +17,13 @@ from safetensors.torch import load_file
 
 from prefalign.cli import main
 from prefalign.recipes.online_dpo import pair_metrics, select_pairs
+from prefalign.train import read_metrics
 
 DPO_METRICS = ("rewards/chosen", "rewards/rejected", "rewards/accuracy", "rewards/margin", "logps/chosen")
 
 
 def _run(out: Path, *extra: str) -> int:
     return main(["online-dpo", "--config", "configs/tiny.yaml", "--output-dir", str(out), *extra])
-
-
-def _lines(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
 def _weights(out: Path) -> dict[str, torch.Tensor]:
@@ -63,7 +60,7 @@ def test_select_pairs_takes_each_groups_best_and_worst() -> None:
 def test_runs_logs_the_metrics_and_saves(tmp_path: Path) -> None:
     out = tmp_path / "odpo"
     assert _run(out) == 0
-    rows = _lines(out)
+    rows = read_metrics(out)
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     keys = ("loss", "reward", "reward/chosen", "reward/rejected", "margin", "pairs", "completion_length")
     for key in (*keys, "eos_rate", "kl", "grad_norm", *DPO_METRICS):
@@ -84,7 +81,7 @@ def test_runs_logs_the_metrics_and_saves(tmp_path: Path) -> None:
 def test_first_sigmoid_loss_is_ln_2(lora: bool, tmp_path: Path) -> None:
     extra = [f"model.lora={str(lora).lower()}", "train.max_steps=1", "train.save_every=0"]
     assert _run(tmp_path / "first", *extra) == 0
-    (row,) = _lines(tmp_path / "first")
+    (row,) = read_metrics(tmp_path / "first")
     assert row["loss"] == pytest.approx(math.log(2), abs=1e-5)
     assert row["rewards/margin"] == pytest.approx(0.0, abs=1e-6) and row["grad_norm"] > 0
 
@@ -94,7 +91,7 @@ def test_micro_batch_size_changes_nothing(tmp_path: Path) -> None:
     runs = {}
     for size in (1, 3, 4):
         assert _run(tmp_path / str(size), f"train.micro_batch_size={size}", "train.save_every=0") == 0
-        runs[size] = _lines(tmp_path / str(size))
+        runs[size] = read_metrics(tmp_path / str(size))
     assert any(r["pairs"] > 1 for r in runs[4])
     for size in (1, 3):
         _same(runs[size], runs[4], ("loss", "grad_norm", "reward", "pairs"), rel=1e-4)
@@ -112,8 +109,8 @@ def test_resume_reproduces_the_uninterrupted_run(
         _run(tmp_path / "crashed", *extra)
     assert _run(tmp_path / "crashed", *extra, "--resume") == 0
     _same(
-        _lines(tmp_path / "crashed"),
-        _lines(tmp_path / "straight"),
+        read_metrics(tmp_path / "crashed"),
+        read_metrics(tmp_path / "straight"),
         ("loss", "grad_norm", "reward", "pairs", "margin"),
         rel=1e-6,
     )
@@ -124,7 +121,7 @@ def test_a_step_without_pairs_makes_no_update(tmp_path: Path) -> None:
     common = ["train.save_every=0", "train.max_steps=2"]
     assert _run(tmp_path / "none", *common, "min_margin=2") == 0
     assert _run(tmp_path / "base", *common, "train.learning_rate=1e-12") == 0
-    rows = _lines(tmp_path / "none")
+    rows = read_metrics(tmp_path / "none")
     assert [r["pairs"] for r in rows] == [0, 0]
     assert all("loss" not in r and r["grad_norm"] == 0 and math.isfinite(r["reward"]) for r in rows)
     before, after = _weights(tmp_path / "base"), _weights(tmp_path / "none")
@@ -137,7 +134,7 @@ def test_reward_rises_on_held_out_prompts(tmp_path: Path) -> None:
     common = ["train.save_every=0", "reward.missing_eos_penalty=0", "train.learning_rate=3e-2"]
     assert _run(tmp_path / "base", *common, "train.learning_rate=1e-12", "train.max_steps=1") == 0
     assert _run(tmp_path / "trained", *common, "train.max_steps=40") == 0
-    rewards = [r["reward"] for r in _lines(tmp_path / "trained")]
+    rewards = [r["reward"] for r in read_metrics(tmp_path / "trained")]
     assert sum(rewards[-10:]) / 10 > sum(rewards[:10]) / 10 + 0.25
     base, trained = (
         json.loads((tmp_path / n / "eval.json").read_text())["eval/reward"] for n in ("base", "trained")
@@ -155,8 +152,8 @@ def test_two_processes_give_the_same_run_as_one(tmp_path: Path) -> None:
     command += ["online-dpo", "--config", "configs/tiny.yaml", "--output-dir", str(tmp_path / "two"), *common]
     subprocess.run(command, check=True, capture_output=True, timeout=600)
     _same(
-        _lines(tmp_path / "two"),
-        _lines(tmp_path / "one"),
+        read_metrics(tmp_path / "two"),
+        read_metrics(tmp_path / "one"),
         ("loss", "grad_norm", "reward", "pairs"),
         rel=1e-4,
     )

@@ -18,12 +18,9 @@ from prefalign.cli import main
 from prefalign.config import load_config
 from prefalign.models import load_causal_lm
 from prefalign.recipes.phf import PHFConfig, train
+from prefalign.train import read_metrics
 
 OBJECTIVES = ["mle", "filtering", "conditional", "unlikelihood", "rwr", "awr"]
-
-
-def _metrics(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
 def _run(out: Path, *extra: str) -> int:
@@ -51,7 +48,7 @@ def one_thread() -> Iterator[None]:
 def test_each_objective_runs_end_to_end(objective: str, tmp_path: Path) -> None:
     out = tmp_path / objective
     assert _run(out, f"objective={objective}") == 0
-    rows = _metrics(out)
+    rows = read_metrics(out)
     assert [r["step"] for r in rows] == list(range(1, 7))
     assert all(math.isfinite(r["loss"]) and math.isfinite(r["nll"]) for r in rows)
     assert rows[0]["loss"] != rows[-1]["loss"]
@@ -125,7 +122,7 @@ def test_micro_batch_size_changes_nothing(objective: str, tmp_path: Path) -> Non
     for size in (1, 3, 4):
         out = tmp_path / f"micro-{size}"
         assert _run(out, f"objective={objective}", "num_samples=0", f"train.micro_batch_size={size}") == 0
-        runs[size] = _metrics(out)
+        runs[size] = read_metrics(out)
     assert len(runs[4]) == 6
     for size in (1, 3):
         _same_lines(runs[size], runs[4], rel=1e-5)
@@ -151,7 +148,7 @@ def test_resume_reproduces_the_uninterrupted_run(
     crashed = tmp_path / "crashed"
     with kill_after_checkpoint(4):
         _run(crashed, *settings, "num_samples=0")
-    assert len(_metrics(crashed)) == 4
+    assert len(read_metrics(crashed)) == 4
     saved = load_file(str(crashed / "checkpoints" / "step-4" / "policy.safetensors"))
     if "model.lora=true" in settings:
         assert any("trainable_tokens" in name for name in saved)
@@ -160,7 +157,7 @@ def test_resume_reproduces_the_uninterrupted_run(
     if "objective=awr" in settings:
         assert any(name.startswith("value_head") for name in saved)
     assert _run(crashed, *settings, "num_samples=0", "--resume") == 0
-    _same_lines(_metrics(crashed), _metrics(straight), rel=1e-6)
+    _same_lines(read_metrics(crashed), read_metrics(straight), rel=1e-6)
     assert json.loads((crashed / "eval.json").read_text())["heldout_nll"] == pytest.approx(
         json.loads((straight / "eval.json").read_text())["heldout_nll"], rel=1e-6
     )

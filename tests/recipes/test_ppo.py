@@ -18,14 +18,11 @@ from prefalign.cli import main
 from prefalign.config import load_config
 from prefalign.recipes.ppo import PPOConfig, Rollouts, advantages_of, build_value_model, value_positions
 from prefalign.recipes.rollouts import minibatches, padded_rows, rollout_batch
+from prefalign.train import read_metrics
 
 
 def _run(out: Path, *extra: str) -> int:
     return main(["ppo", "--config", "configs/tiny.yaml", "--output-dir", str(out), *extra])
-
-
-def _lines(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
 def _same(got: list[dict], expected: list[dict], keys: tuple[str, ...], rel: float) -> None:
@@ -58,7 +55,7 @@ def test_runs_logs_what_ppo_monitors_and_saves(tmp_path: Path) -> None:
     """Detail: monitor approx-KL, clip fraction, value error, entropy, length and the EOS rate."""
     out = tmp_path / "ppo"
     assert _run(out) == 0
-    rows = _lines(out)
+    rows = read_metrics(out)
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     for key in MONITORED:
         assert all(math.isfinite(r[key]) for r in rows), key
@@ -83,7 +80,7 @@ def test_micro_batch_size_changes_nothing(tmp_path: Path) -> None:
     for size in (2, 8):  # minibatches of 4 rollouts: two micro-batches each, or one
         extra = [f"train.micro_batch_size={size}", "train.save_every=0", "train.max_steps=3"]
         assert _run(tmp_path / str(size), *extra) == 0
-        runs[size] = _lines(tmp_path / str(size))
+        runs[size] = read_metrics(tmp_path / str(size))
     _same(runs[2], runs[8], ("loss", "value_loss", "grad_norm", "grad_norm/value", "reward", "kl"), rel=1e-4)
 
 
@@ -97,7 +94,7 @@ def test_resume_reproduces_the_uninterrupted_run(
         _run(tmp_path / "crashed", *extra)
     assert _run(tmp_path / "crashed", *extra, "--resume") == 0
     keys = ("loss", "value_loss", "grad_norm", "reward", "kl_coef")
-    _same(_lines(tmp_path / "crashed"), _lines(tmp_path / "straight"), keys, rel=1e-6)
+    _same(read_metrics(tmp_path / "crashed"), read_metrics(tmp_path / "straight"), keys, rel=1e-6)
 
 
 def test_two_processes_give_the_same_run_as_one(tmp_path: Path) -> None:
@@ -108,7 +105,7 @@ def test_two_processes_give_the_same_run_as_one(tmp_path: Path) -> None:
     command += ["ppo", "--config", "configs/tiny.yaml", "--output-dir", str(tmp_path / "two"), *common]
     subprocess.run(command, check=True, capture_output=True, timeout=600)
     keys = ("loss", "value_loss", "grad_norm", "grad_norm/value", "reward", "kl")
-    _same(_lines(tmp_path / "two"), _lines(tmp_path / "one"), keys, rel=1e-4)
+    _same(read_metrics(tmp_path / "two"), read_metrics(tmp_path / "one"), keys, rel=1e-4)
 
 
 def test_reward_rises_on_held_out_prompts(tmp_path: Path) -> None:
@@ -121,7 +118,7 @@ def test_reward_rises_on_held_out_prompts(tmp_path: Path) -> None:
     ]
     assert _run(tmp_path / "base", *common, "train.learning_rate=1e-12", "train.max_steps=1") == 0
     assert _run(tmp_path / "trained", *common, "train.max_steps=30") == 0
-    rewards = [r["reward"] for r in _lines(tmp_path / "trained")]
+    rewards = [r["reward"] for r in read_metrics(tmp_path / "trained")]
     assert sum(rewards[-8:]) / 8 > sum(rewards[:8]) / 8 + 0.25
     base, trained = (
         json.loads((tmp_path / n / "eval.json").read_text())["eval/reward"] for n in ("base", "trained")
@@ -189,7 +186,7 @@ def test_first_update_ratio_is_one_at_any_temperature(tmp_path: Path) -> None:
     the policy that scores is the one that sampled, so every ratio is 1 and nothing is clipped."""
     extra = ["ppo_epochs=1", "num_minibatches=1", "sampling.temperature=0.7", "train.max_steps=1"]
     assert _run(tmp_path / "t", *extra) == 0
-    row = _lines(tmp_path / "t")[0]
+    row = read_metrics(tmp_path / "t")[0]
     assert row["ratio/max"] == pytest.approx(1.0, abs=1e-5) and row["clip_fraction"] == 0
     assert row["approx_kl"] == pytest.approx(0.0, abs=1e-6)
 
@@ -286,16 +283,16 @@ def test_whitening_of_advantages_and_rewards() -> None:
 def test_value_loss_is_clipped_or_not(tmp_path: Path) -> None:
     """Detail: clipped value loss (value_clip; null turns clipping off)."""
     assert _run(tmp_path / "c", "train.max_steps=2", "value_clip=0.01", "train.learning_rate=0.05") == 0
-    assert max(r["value_clip_fraction"] for r in _lines(tmp_path / "c")) > 0
+    assert max(r["value_clip_fraction"] for r in read_metrics(tmp_path / "c")) > 0
     assert _run(tmp_path / "u", "train.max_steps=2", "value_clip=null") == 0
-    assert all(r["value_clip_fraction"] == 0 for r in _lines(tmp_path / "u"))
+    assert all(r["value_clip_fraction"] == 0 for r in read_metrics(tmp_path / "u"))
 
 
 def test_kl_controllers_fixed_and_adaptive(tmp_path: Path) -> None:
     """Detail: a fixed or an adaptive KL coefficient (Ziegler et al. 2019)."""
     extra = ["kl_controller=adaptive", "target_kl=100", "kl_horizon=8", "train.save_every=0"]
     assert _run(tmp_path / "adaptive", *extra) == 0
-    coefs = [r["kl_coef"] for r in _lines(tmp_path / "adaptive")]
+    coefs = [r["kl_coef"] for r in read_metrics(tmp_path / "adaptive")]
     # KL far below the target: beta shrinks by 1 - 0.2 * 8 / 8 = 0.8 per step (8 samples a step).
     assert coefs == pytest.approx([0.05 * 0.8**k for k in range(4)])
 

@@ -15,10 +15,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
 from prefalign.cli import main
-
-
-def _metrics(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+from prefalign.train import read_metrics
 
 
 def _run(command: str, out: Path, *extra: str) -> int:
@@ -29,7 +26,7 @@ def _run(command: str, out: Path, *extra: str) -> int:
 def test_recipe_runs_end_to_end(command: str, tmp_path: Path) -> None:
     out = tmp_path / command
     assert _run(command, out) == 0
-    rows = _metrics(out)
+    rows = read_metrics(out)
     assert [r["step"] for r in rows] == list(range(1, 7))
     assert all(math.isfinite(r["loss"]) for r in rows)
     assert (out / "config.yaml").exists()
@@ -49,7 +46,7 @@ def test_recipe_runs_end_to_end(command: str, tmp_path: Path) -> None:
 def test_dpo_first_loss_is_ln2_and_parameters_change(tmp_path: Path) -> None:
     out = tmp_path / "dpo"
     assert _run("dpo", out, "train.max_steps=2", "train.save_every=0") == 0
-    rows = _metrics(out)
+    rows = read_metrics(out)
     assert rows[0]["loss"] == pytest.approx(math.log(2), abs=1e-5)
     assert rows[1]["loss"] != pytest.approx(math.log(2), abs=1e-6)
 
@@ -60,7 +57,7 @@ def test_dpo_with_lora_starts_at_ln2_and_saves_merged_model(tmp_path: Path) -> N
         _run("dpo", out, "model.lora=true", "model.lora_r=4", "train.max_steps=2", "train.learning_rate=1e-2")
         == 0
     )
-    rows = _metrics(out)
+    rows = read_metrics(out)
     assert rows[0]["loss"] == pytest.approx(math.log(2), abs=1e-5)
     merged = AutoModelForCausalLM.from_pretrained(out / "final")
     assert not any("lora" in name for name, _ in merged.named_parameters())
@@ -72,14 +69,14 @@ def test_resume_reproduces_the_uninterrupted_losses(
 ) -> None:
     straight = tmp_path / "straight"
     assert _run(command, straight) == 0
-    expected = [r["loss"] for r in _metrics(straight)]
+    expected = [r["loss"] for r in read_metrics(straight)]
 
     crashed = tmp_path / "crashed"
     with kill_after_checkpoint(4):
         _run(command, crashed)
-    assert len(_metrics(crashed)) == 4
+    assert len(read_metrics(crashed)) == 4
     assert _run(command, crashed, "--resume") == 0
-    resumed = [r["loss"] for r in _metrics(crashed)]
+    resumed = [r["loss"] for r in read_metrics(crashed)]
     torch.testing.assert_close(torch.tensor(resumed), torch.tensor(expected), rtol=0, atol=1e-6)
 
 

@@ -21,6 +21,7 @@ from prefalign.models.reward import evaluate_pairs, head_count, read_rating_thre
 from prefalign.recipes import reward as reward_recipe
 from prefalign.recipes._reward_rows import RatedResponse, implied_pairs
 from prefalign.recipes.common import load_pair_splits
+from prefalign.train import read_metrics
 
 RATINGS = "configs/data/tiny_ratings.jsonl"
 
@@ -29,12 +30,8 @@ def _reward(out: Path, *extra: str) -> int:
     return main(["reward", "--config", "configs/tiny.yaml", "--output-dir", str(out), *extra])
 
 
-def _metrics(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-
-
 def _check_run(out: Path, n_heads: int = 1) -> dict:
-    rows = _metrics(out)
+    rows = read_metrics(out)
     assert [r["step"] for r in rows] == list(range(1, 7))
     assert all(math.isfinite(r["loss"]) for r in rows)
     report = json.loads((out / "eval.json").read_text())
@@ -78,7 +75,7 @@ def test_plackett_luce_first_loss_on_pairs_is_bradley_terry(tmp_path: Path) -> N
     bt, pl = tmp_path / "bt", tmp_path / "pl"
     assert _reward(bt, "train.max_steps=1") == 0
     assert _reward(pl, "train.max_steps=1", "objective=plackett_luce") == 0
-    assert _metrics(pl)[0]["loss"] == pytest.approx(_metrics(bt)[0]["loss"], rel=1e-5)
+    assert read_metrics(pl)[0]["loss"] == pytest.approx(read_metrics(bt)[0]["loss"], rel=1e-5)
 
 
 def _same_metrics(got: list[dict], want: list[dict]) -> None:
@@ -100,7 +97,7 @@ def test_micro_batch_size_does_not_change_the_step_metrics(extra: list[str], tmp
     for size in (1, 3, 4):
         out = tmp_path / f"micro{size}"
         assert _reward(out, f"train.micro_batch_size={size}", "train.max_steps=3", *extra) == 0
-        runs[size] = _metrics(out)
+        runs[size] = read_metrics(out)
     _same_metrics(runs[1], runs[4])
     _same_metrics(runs[3], runs[4])
 
@@ -158,8 +155,8 @@ def test_ordinal_ensemble_resume_matches_uninterrupted(
     with kill_after_checkpoint(4):
         _reward(crashed, *extra)
     assert _reward(crashed, *extra, "--resume") == 0
-    assert len(_metrics(crashed)) == 6
-    _same_metrics(_metrics(crashed), _metrics(full))
+    assert len(read_metrics(crashed)) == 6
+    _same_metrics(read_metrics(crashed), read_metrics(full))
     levels, a = read_rating_thresholds(full / "final")
     assert read_rating_thresholds(crashed / "final")[0] == levels == ["1", "2", "3", "4", "5"]
     torch.testing.assert_close(read_rating_thresholds(crashed / "final")[1], a, rtol=0, atol=1e-6)

@@ -23,13 +23,12 @@ from prefalign.models.scoring import completion_logps
 from prefalign.recipes.common import load_splits
 from prefalign.recipes.sft import SFTConfig, encode_row
 from prefalign.tokens import encode_document, right_pad
-from prefalign.train import step_plan
+from prefalign.train import read_metrics, step_plan
 
 
 def _lines(out: Path) -> list[dict]:
     """metrics.jsonl without the wall-clock field."""
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k != "elapsed_s"} for r in rows]
+    return [{k: v for k, v in r.items() if k != "elapsed_s"} for r in read_metrics(out)]
 
 
 def _run(out: Path, *extra: str) -> int:

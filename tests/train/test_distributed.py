@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from prefalign.train import read_metrics
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 WORKER = Path(__file__).with_name("ddp_worker.py")
@@ -29,10 +31,6 @@ def _torchrun(*args: str) -> list[str]:
         str(29400 + os.getpid() % 500),
         *args,
     ]
-
-
-def _metrics(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
 # Step 2 has a single row: the second process has none and runs a weight-0 placeholder.
@@ -53,7 +51,7 @@ def test_two_processes_match_one_and_sync_once_per_step(tmp_path: Path) -> None:
     torch.testing.assert_close(torch.tensor(two["losses"]), torch.tensor(one["losses"]), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(torch.tensor(two["weight"]), torch.tensor(one["weight"]), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(torch.tensor(two["bias"]), torch.tensor(one["bias"]), rtol=1e-5, atol=1e-6)
-    assert [r["step"] for r in _metrics(tmp_path / "two")] == [1, 2, 3]
+    assert [r["step"] for r in read_metrics(tmp_path / "two")] == [1, 2, 3]
     for rank in (0, 1):  # one bucket: exactly one all-reduce per optimizer step on every process
         assert json.loads((tmp_path / "two" / f"reduces-{rank}.json").read_text()) == len(PLAN)
 
@@ -72,7 +70,7 @@ def test_dpo_on_two_processes_gives_the_losses_and_weights_of_one(tmp_path: Path
     steps = ["train.max_steps=4", "train.save_every=0"]
     _dpo(tmp_path / "one", 1, "train.micro_batch_size=5", *steps)
     _dpo(tmp_path / "two", 2, "train.micro_batch_size=2", *steps)
-    one, two = _metrics(tmp_path / "one"), _metrics(tmp_path / "two")
+    one, two = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "two")
     assert [r["step"] for r in two] == [1, 2, 3, 4]
     assert two[0]["loss"] == pytest.approx(0.6931471805599453, abs=1e-6)
     for a, b in zip(one, two, strict=True):
@@ -109,7 +107,7 @@ def test_two_process_run_killed_after_a_checkpoint_resumes_to_the_same_losses(tm
     job.wait()
     assert not (out / "final").exists(), "the run finished before it could be killed"
     _dpo(out, 2, *steps, "--resume")
-    whole, resumed = _metrics(tmp_path / "whole"), _metrics(out)
+    whole, resumed = read_metrics(tmp_path / "whole"), read_metrics(out)
     assert [r["step"] for r in resumed] == list(range(1, 9))
     for a, b in zip(whole, resumed, strict=True):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-5, abs=1e-6)

@@ -3,7 +3,6 @@ recipes' results close to fp32's on the tiny model."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -14,8 +13,8 @@ from prefalign.config import load_config
 from prefalign.models import LoraSettings, load_causal_lm
 from prefalign.recipes.grpo import GRPOConfig
 from prefalign.rollout import RolloutEngine, SamplingConfig
-from prefalign.train import TrainLoop
-from prefalign.train.loop import mixed_precision
+from prefalign.train import TrainLoop, read_metrics
+from prefalign.train.loop import mixed_precision, native_bf16
 
 
 def test_precision_names_map_to_accelerate() -> None:
@@ -23,6 +22,7 @@ def test_precision_names_map_to_accelerate() -> None:
     assert mixed_precision("bf16") == "bf16"
     gpu_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     assert mixed_precision("auto") == ("bf16" if gpu_bf16 else "no")
+    assert mixed_precision("native") == ("bf16" if native_bf16() else "no")
 
 
 def test_bad_precision_names_the_key(tmp_path: Path) -> None:
@@ -76,10 +76,6 @@ def test_bf16_frozen_reference_runs_in_autocast(tmp_path: Path, tiny_cache: Path
     torch.testing.assert_close(got.float(), expected, atol=0.05, rtol=0.05)
 
 
-def _metrics(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-
-
 @pytest.mark.parametrize("lora", [True, False])
 def test_grpo_in_bf16_stays_close_to_fp32(tmp_path: Path, lora: bool) -> None:
     # beta > 0: the KL term reads the reference (adapters off with LoRA, a frozen copy without).
@@ -89,7 +85,7 @@ def test_grpo_in_bf16_stays_close_to_fp32(tmp_path: Path, lora: bool) -> None:
         args = ["grpo", "--config", "configs/tiny.yaml", "--output-dir", str(out), "beta=0.1"]
         args += [f"train.precision={precision}", f"model.lora={str(lora).lower()}", "train.max_steps=2"]
         assert main(args) == 0
-        runs[precision] = _metrics(out)
+        runs[precision] = read_metrics(out)
     first32, first16 = runs["fp32"][0], runs["bf16"][0]
     # The same samples (decoding is bf16 either way), so the same rewards; the loss and KL
     # differ by bf16 round-off only.

@@ -502,6 +502,9 @@ def rl_config(
             "lr_scheduler": "linear",
             "seed": seed,
             "log_every": 5,
+            # RL spends most of its time in forward/backward passes: bf16 autocast where the
+            # hardware runs bf16 natively (~2.4x faster here), fp32 elsewhere.
+            "precision": "native",
         },
         "sampling": {
             "n": 1 if ppo else cfg.rl_group,
@@ -611,6 +614,7 @@ def run_demo(
     from prefalign.eval.report import bars_png, curve_png, frontier_png, histogram_png, write_report
     from prefalign.models import load_causal_lm, load_reward_model
     from prefalign.rollout import GenerationStats, SamplingConfig, generate
+    from prefalign.train import read_metrics
     from prefalign.utils import seed_everything
 
     cfg = settings or (QUICK if quick else FULL)
@@ -664,9 +668,7 @@ def run_demo(
         name = run_name(method, beta)
         with timer.stage(name):
             result = train_policy(out, cfg, seed, method, beta)
-            losses = [
-                json.loads(line)["loss"] for line in (out / name / "metrics.jsonl").read_text().splitlines()
-            ]
+            losses = [row["loss"] for row in read_metrics(out / name)]
         with timer.stage(f"evaluate {name}"):
             # The policy's own tokenizer: conditional training adds control tokens to it.
             policy, policy_tokenizer = load_causal_lm(result.final_dir)
@@ -683,6 +685,10 @@ def run_demo(
                 reference_prompt_ids=[base_prompt_ids[s.prompt_index] for s in samples] if prefix else None,
             )
             del policy
+        # Each run's figures as soon as they exist: a long sweep stopped early keeps them.
+        (out / name / "demo_eval.json").write_text(
+            json.dumps({"method": method, "beta": beta, "metrics": metrics, **kl}, indent=2) + "\n"
+        )
         results[name] = {
             "method": method,
             "beta": beta,

@@ -1,10 +1,10 @@
 """Training machinery: the run folder (:class:`Run`), the step loop (:class:`TrainLoop`), step
 plans and the optimizer. Recipes use it; it knows nothing of any algorithm."""
 
-from prefalign.train.loop import MicroBatch, TrainLoop, make_accelerator
+from prefalign.train.loop import MicroBatch, TrainLoop, make_accelerator, native_bf16
 from prefalign.train.optim import build_optimizer
 from prefalign.train.plan import step_plan
-from prefalign.train.run import Ranks, Run, RunDirError, RunResult, console, trainable_state
+from prefalign.train.run import Ranks, Run, RunDirError, RunResult, console, read_metrics, trainable_state
 
 __all__ = [
     "MicroBatch",
@@ -16,6 +16,8 @@ __all__ = [
     "build_optimizer",
     "console",
     "make_accelerator",
+    "native_bf16",
+    "read_metrics",
     "step_plan",
     "trainable_state",
 ]

@@ -58,10 +58,20 @@ class MicroBatch:
         return len(self.indices) if self.weight else 0
 
 
+def native_bf16() -> bool:
+    """Whether bf16 matmuls run natively here: a CUDA GPU that supports them, or a CPU with
+    AVX512-BF16 or AMX (where bf16 training is ~2.4x faster than fp32, docs/BENCHMARKS.md)."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
 def mixed_precision(precision: str) -> str:
     """accelerate's ``mixed_precision`` for ``TrainConfig.precision``: 'bf16' or 'no'."""
     if precision == "auto":
         return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    if precision == "native":
+        return "bf16" if native_bf16() else "no"
     return "bf16" if precision == "bf16" else "no"
 
 

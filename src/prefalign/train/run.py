@@ -74,6 +74,12 @@ class Ranks:
         return self.index == 0
 
 
+def read_metrics(output_dir: str | Path) -> list[dict[str, Any]]:
+    """The rows of a run's ``metrics.jsonl``, one per logged optimizer step, in order."""
+    lines = (Path(output_dir) / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         value = value.detach().float().item() if value.numel() == 1 else value.detach().tolist()
