@@ -390,6 +390,8 @@ def run_child(argv: list[str]) -> None:
     result = (child_trl if spec["framework"] == "trl" else child_prefalign)(spec)
     import torch
 
+    from prefalign.utils import cpu_native_bf16
+
     result.update(
         {
             "wall_s": time.perf_counter() - started,
@@ -397,9 +399,7 @@ def run_child(argv: list[str]) -> None:
             "torch_threads": torch.get_num_threads(),
             "loadavg_before": load_before,
             "loadavg_after": os.getloadavg(),
-            "bf16_native_cpu": bool(
-                torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-            ),
+            "bf16_native_cpu": cpu_native_bf16(),
         }
     )
     Path(argv[1]).write_text(json.dumps(result))

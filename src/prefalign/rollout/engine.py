@@ -46,6 +46,7 @@ from prefalign.rollout.sampling import (
     stop_token_ids,
 )
 from prefalign.tokens import encode_prompt
+from prefalign.utils import cpu_native_bf16
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -58,7 +59,7 @@ def decode_dtype(cfg: SamplingConfig, model: torch.nn.Module) -> torch.dtype:
     device = next(model.parameters()).device
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else next(model.parameters()).dtype
-    if device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()):
+    if device.type == "cpu" and cpu_native_bf16():
         return torch.bfloat16
     return next(model.parameters()).dtype
 

@@ -38,7 +38,7 @@ from accelerate.utils import gather_object
 from prefalign.config import TrainConfig
 from prefalign.train.optim import build_optimizer
 from prefalign.train.run import Ranks, Run, RunResult
-from prefalign.utils import seed_everything
+from prefalign.utils import cpu_native_bf16, seed_everything
 
 
 @dataclass
@@ -63,7 +63,7 @@ def native_bf16() -> bool:
     AVX512-BF16 or AMX (where bf16 training is ~2.4x faster than fp32, docs/BENCHMARKS.md)."""
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
-    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return cpu_native_bf16()
 
 
 def mixed_precision(precision: str) -> str:
